@@ -55,8 +55,9 @@ def roi_align(
     pixel_table = input.permute(0, 2, 3, 1).reshape(n * height * width, channels)
     batch_offset = rois[:, 0].long() * (height * width)
 
-    if sampling_ratio > 0:
-        groups = [(torch.arange(len(rois), device=rois.device), sampling_ratio, sampling_ratio)]
+    if sampling_ratio > 0 or len(rois) == 0:  # one grid for every box (with no boxes, any grid will do)
+        grid = max(sampling_ratio, 1)
+        groups = [(torch.arange(len(rois), device=rois.device), grid, grid)]
     else:
         groups = _group_by_grid_size(torch.ceil(bin_h).long(), torch.ceil(bin_w).long())
 
@@ -73,8 +74,9 @@ def roi_align(
         weight = row_weights[:, :, :, :, None, None, None] * col_weights[:, None, None, None, :, :, :]
         weight = weight / (grid_h * grid_w)
         # Reorder to one bag per output bin: [k, out_h, out_w, grid_h·2·grid_w·2].
-        pixel = pixel.permute(0, 1, 4, 2, 3, 5, 6).reshape(len(index) * out_h * out_w, -1)
-        weight = weight.permute(0, 1, 4, 2, 3, 5, 6).reshape(len(index) * out_h * out_w, -1)
+        bags, bag_size = len(index) * out_h * out_w, grid_h * 2 * grid_w * 2
+        pixel = pixel.permute(0, 1, 4, 2, 3, 5, 6).reshape(bags, bag_size)
+        weight = weight.permute(0, 1, 4, 2, 3, 5, 6).reshape(bags, bag_size)
         pooled = F.embedding_bag(pixel, pixel_table, per_sample_weights=weight, mode="sum")
         pooled = pooled.view(len(index), out_h, out_w, channels)
         if len(groups) == 1:

@@ -36,8 +36,6 @@ def roi_pool(
     out_h, out_w = check_roi_inputs(input, rois, output_size)
     n, channels, height, width = input.shape
     rois = rois.detach()
-    if len(rois) == 0:
-        return input.new_zeros(0, channels, out_h, out_w)
 
     # First rounding: box corners to whole cells, half away from zero (C's round, not torch.round).
     scaled = rois[:, 1:].double() * spatial_scale

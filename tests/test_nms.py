@@ -1,0 +1,89 @@
+"""nms and batched_nms against torchvision: the same kept indices in the same order."""
+import pytest
+import torch
+import torchvision
+
+from mrcnn_from_scratch.ops import batched_nms, nms
+
+from conftest import random_boxes
+
+
+def boxes_and_scores(seed, count, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    boxes = random_boxes(gen, count, 600.0, 800.0, dtype)
+    return boxes, torch.rand(count, generator=gen, dtype=dtype)
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("iou_threshold", [0.2, 0.5, 0.8])
+def test_nms_matches_torchvision(seed, iou_threshold):
+    boxes, scores = boxes_and_scores(seed, 1000)
+    ours = nms(boxes, scores, iou_threshold)
+    assert ours.dtype == torch.int64
+    assert torch.equal(ours, torchvision.ops.nms(boxes, scores, iou_threshold))
+
+
+def test_block_size_does_not_change_the_result():
+    boxes, scores = boxes_and_scores(0, 500)
+    expected = torchvision.ops.nms(boxes, scores, 0.5)
+    for block_size in [1, 7, 32, 1000]:
+        assert torch.equal(nms(boxes, scores, 0.5, block_size=block_size), expected)
+
+
+def test_chain_of_overlaps():
+    # Each box overlaps only its neighbours, scores fall along the chain: greedy keeps every other box.
+    # A one-shot "drop everything overlapped by a better box" would keep only the first.
+    x = torch.arange(40, dtype=torch.float32) * 6
+    boxes = torch.stack([x, torch.zeros(40), x + 10, torch.full((40,), 10.0)], dim=1)
+    scores = torch.linspace(1, 0.1, 40)
+    ours = nms(boxes, scores, 0.2)
+    assert torch.equal(ours, torchvision.ops.nms(boxes, scores, 0.2))
+    assert ours.tolist() == list(range(0, 40, 2))
+
+
+def test_tied_scores():
+    gen = torch.Generator().manual_seed(3)
+    boxes = random_boxes(gen, 300, 100.0, 100.0, torch.float32)
+    scores = torch.randint(0, 4, (300,), generator=gen).float()
+    assert torch.equal(nms(boxes, scores, 0.5), torchvision.ops.nms(boxes, scores, 0.5))
+    identical = torch.tensor([[1.0, 1.0, 5.0, 5.0]] * 3)
+    assert nms(identical, torch.ones(3), 0.5).tolist() == torchvision.ops.nms(identical, torch.ones(3), 0.5).tolist()
+
+
+def test_iou_exactly_at_threshold_is_kept():
+    # IoU of these two is exactly 0.5: NMS drops only boxes with IoU > threshold.
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [1.0, 0.0, 2.0, 1.0]])
+    scores = torch.tensor([0.9, 0.8])
+    assert nms(boxes, scores, 0.5).tolist() == torchvision.ops.nms(boxes, scores, 0.5).tolist() == [0, 1]
+
+
+def test_one_box_and_no_boxes():
+    one = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert nms(one, torch.tensor([0.3]), 0.5).tolist() == [0]
+    empty = nms(torch.zeros(0, 4), torch.zeros(0), 0.5)
+    assert empty.dtype == torch.int64 and empty.shape == (0,)
+    empty = batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    assert empty.dtype == torch.int64 and empty.shape == (0,)
+
+
+def test_bad_shapes_are_rejected():
+    with pytest.raises(ValueError, match=r"\[N, 4\]"):
+        nms(torch.zeros(3, 5), torch.zeros(3), 0.5)
+    with pytest.raises(ValueError, match="scores"):
+        nms(torch.zeros(3, 4), torch.zeros(2), 0.5)
+
+
+@pytest.mark.parametrize("count", [300, 3000])  # the coordinate-offset trick, then one NMS per category
+@pytest.mark.parametrize("seed", range(3))
+def test_batched_nms_matches_torchvision(count, seed):
+    boxes, scores = boxes_and_scores(seed, count)
+    idxs = torch.randint(0, 5, (count,), generator=torch.Generator().manual_seed(seed))
+    for iou_threshold in [0.3, 0.7]:
+        ours = batched_nms(boxes, scores, idxs, iou_threshold)
+        assert torch.equal(ours, torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold))
+
+
+def test_batched_nms_keeps_overlapping_boxes_of_different_categories():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 2)
+    assert batched_nms(boxes, torch.tensor([0.9, 0.8]), torch.tensor([1, 2]), 0.5).tolist() == [0, 1]
+    assert batched_nms(boxes, torch.tensor([0.9, 0.8]), torch.tensor([1, 1]), 0.5).tolist() == [0]
