@@ -1,0 +1,8 @@
+"""Checkers for the notebooks' exercises: call one on your function to find the input it gets wrong.
+
+    from mrcnn_from_scratch.exercises import check_nms
+    check_nms(my_nms)   # prints "✓ check_nms passed ..." or raises AssertionError showing the failing case
+"""
+from .ch01 import check_batched_nms, check_box_coder, check_box_iou, check_decode, check_encode, check_nms
+
+__all__ = ["check_batched_nms", "check_box_coder", "check_box_iou", "check_decode", "check_encode", "check_nms"]
