@@ -82,4 +82,5 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         members = torch.where(idxs == category)[0]
         keep[members[nms(boxes[members], scores[members], iou_threshold)]] = True
     kept = torch.where(keep)[0]
-    return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
+    # torch.sort's default (unstable) order for tied scores, exactly as torchvision orders them.
+    return kept[torch.sort(scores[kept], descending=True).indices]
