@@ -40,3 +40,40 @@ def rpn_loss(
     box_loss = smooth_l1(deltas[positive_index], regression_targets[positive_index], beta=1 / 9) / sampled.numel()
     objectness_loss = F.binary_cross_entropy_with_logits(objectness[sampled], labels[sampled])
     return objectness_loss, box_loss
+
+
+def fastrcnn_loss(class_logits: Tensor, box_deltas: Tensor, labels: Tensor, regression_targets: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+    """The box branch's losses over the sampled RoIs of the whole batch.
+
+    Args:
+        class_logits: Tensor[R, K]; box_deltas: Tensor[R, 4K], one set of deltas per class.
+        labels: Tensor[R] (int64), 0 for background; regression_targets: Tensor[R, 4].
+
+    Returns:
+        loss_classifier: cross-entropy over all sampled RoIs.
+        loss_box_reg: smooth L1 (beta 1/9) of the positives' deltas for their GT class only, summed
+        and divided by the number of sampled RoIs.
+    """
+    classification_loss = F.cross_entropy(class_logits, labels)
+    positive = torch.where(labels > 0)[0]
+    deltas_of_gt_class = box_deltas.reshape(len(box_deltas), -1, 4)[positive, labels[positive]]
+    box_loss = smooth_l1(deltas_of_gt_class, regression_targets[positive], beta=1 / 9) / labels.numel()
+    return classification_loss, box_loss
+
+
+def maskrcnn_loss(mask_logits: Tensor, mask_targets: Tensor, labels: Tensor) -> Tensor:
+    """Per-pixel binary cross-entropy on the GT class's mask only.
+
+    Args:
+        mask_logits: Tensor[P, K, M, M] for the positive RoIs; mask_targets: Tensor[P, M, M] in [0, 1];
+        labels: Tensor[P] (int64), the GT class of each RoI.
+
+    Returns:
+        The mean over P·M·M pixels. With no positive RoI, a zero that still depends on the head, so
+        that the backward pass sees the same graph every step.
+    """
+    if mask_targets.numel() == 0:
+        return mask_logits.sum() * 0
+    logits_of_gt_class = mask_logits[torch.arange(len(labels), device=labels.device), labels]
+    return F.binary_cross_entropy_with_logits(logits_of_gt_class, mask_targets)

@@ -8,24 +8,34 @@ import re
 
 from torch import Tensor, nn
 
-# (pattern, replacement), applied in order to each torchvision key relative to the backbone module.
-_BACKBONE_RENAMES = [
-    (r"^body\.conv1\.", "body.stem.0."),
-    (r"^body\.bn1\.", "body.stem.1."),
-    (r"^body\.layer(\d)\.", lambda m: f"body.stages.{int(m[1]) - 1}."),
-    (r"\.bn(\d)\.", r".norm\1."),
-    (r"\.downsample\.", ".shortcut."),
-    # FPN convolutions; checkpoints before torchvision 0.13 lack the ".0" of Conv2dNormActivation.
-    (r"^fpn\.inner_blocks\.(\d+)\.(0\.)?", r"fpn.lateral_convs.\1."),
-    (r"^fpn\.layer_blocks\.(\d+)\.(0\.)?", r"fpn.output_convs.\1."),
+# (pattern, replacement), applied in order to each key of torchvision's Mask R-CNN state dict.
+_RENAMES = [
+    (r"^backbone\.body\.conv1\.", "backbone.body.stem.0."),
+    (r"^backbone\.body\.bn1\.", "backbone.body.stem.1."),
+    (r"^backbone\.body\.layer(\d)\.", lambda m: f"backbone.body.stages.{int(m[1]) - 1}."),
+    (r"^(backbone\.body\..*)\.bn(\d)\.", r"\1.norm\2."),
+    (r"^(backbone\.body\..*)\.downsample\.", r"\1.shortcut."),
+    # Checkpoints from before torchvision 0.13 lack the ".0" that Conv2dNormActivation adds.
+    (r"^backbone\.fpn\.inner_blocks\.(\d+)\.(0\.)?", r"backbone.fpn.lateral_convs.\1."),
+    (r"^backbone\.fpn\.layer_blocks\.(\d+)\.(0\.)?", r"backbone.fpn.output_convs.\1."),
+    (r"^rpn\.head\.conv\.0\.0\.", "rpn.head.conv."),
+    (r"^roi_heads\.mask_head\.(\d+)\.0\.", r"roi_heads.mask_head.convs.\1."),
+    (r"^roi_heads\.mask_head\.mask_fcn(\d+)\.", lambda m: f"roi_heads.mask_head.convs.{int(m[1]) - 1}."),
+    (r"^roi_heads\.mask_predictor\.conv5_mask\.", "roi_heads.mask_predictor.upsample."),
+    (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.", "roi_heads.mask_predictor.logits."),
 ]
+
+
+def rename_torchvision_key(key: str) -> str:
+    """One key of torchvision's `maskrcnn_resnet50_fpn` state dict (new or old names) -> ours."""
+    for pattern, replacement in _RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
 
 
 def rename_backbone_key(key: str) -> str:
     """One torchvision backbone key (`body.*` or `fpn.*`) -> our name for the same tensor."""
-    for pattern, replacement in _BACKBONE_RENAMES:
-        key = re.sub(pattern, replacement, key)
-    return key
+    return rename_torchvision_key("backbone." + key)[len("backbone.") :]
 
 
 def load_torchvision_backbone(module: nn.Module, state_dict: dict[str, Tensor]) -> None:
