@@ -2,7 +2,7 @@
 pyramid's levels, and the level that a box is pooled from.
 
 Each checker runs your function on fixed cases, compares it with the package's finished version
-(`mrcnn_from_scratch.fpn` and `mrcnn_from_scratch.backbone`), and raises AssertionError on the first
+(`mrcnn_from_scratch.fpn`, `mrcnn_from_scratch.backbone` and `mrcnn_from_scratch.poolers`), and raises AssertionError on the first
 case it gets wrong, showing that input. The functions it expects:
 
     top_down(laterals: [L2, ..., L5]) -> [M2, ..., M5]
@@ -26,10 +26,11 @@ from torch import Tensor, nn
 
 from ..backbone import ResNet
 from ..fpn import BackboneWithFPN, FeaturePyramidNetwork
+from ..poolers import box_levels
 from ._checking import Case, run_cases, tensor_problem
 
-# The RoI heads' level rule (FPN paper, eq. 1): a box of sqrt(area) = 224 is pooled from P4.
-CANONICAL_SIZE, CANONICAL_LEVEL, MIN_LEVEL, MAX_LEVEL = 224.0, 4, 2, 5
+# The levels that the RoI heads pool from: P2..P5.
+MIN_LEVEL, MAX_LEVEL = 2, 5
 
 
 class FeatureMaps(list):
@@ -240,12 +241,9 @@ def check_pyramid_shapes(fn: Callable) -> bool:
 def reference_roi_levels(boxes: Tensor) -> Tensor:
     """Tensor[K, 4] boxes -> Tensor[K] int64 levels: floor(4 + log2(sqrt(wh) / 224) + 1e-6) clamped to [2, 5].
 
-    The rule of chapter 05's multi-scale RoIAlign (FPN paper, eq. 1; the 1e-6 is torchvision's, against
-    rounding just below a whole number).
+    The rule of the package's multi-scale RoIAlign (`poolers.box_levels`, which counts from P2 as index 0).
     """
-    size = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    levels = torch.floor(CANONICAL_LEVEL + torch.log2(size / CANONICAL_SIZE) + 1e-6)
-    return levels.clamp(MIN_LEVEL, MAX_LEVEL).to(torch.int64)
+    return box_levels(boxes, MIN_LEVEL, MAX_LEVEL) + MIN_LEVEL
 
 
 def _square_boxes(*sides: float) -> Tensor:
