@@ -8,6 +8,8 @@ import re
 
 from torch import Tensor, nn
 
+from .backbone import FrozenBatchNorm2d
+
 # (pattern, replacement), applied in order to each key of torchvision's Mask R-CNN state dict.
 _RENAMES = [
     (r"^backbone\.body\.conv1\.", "backbone.body.stem.0."),
@@ -73,3 +75,26 @@ def load_strict(module: nn.Module, state_dict: dict[str, Tensor]) -> None:
             f"{len(missing)} missing keys {missing[:20]}, {len(unexpected)} unexpected keys {unexpected[:20]}"
         )
     module.load_state_dict(state_dict)
+
+
+def load_torchvision_weights(model: nn.Module, state_dict: dict[str, Tensor], frozen_bn_eps: float | None = None) -> None:
+    """Load a torchvision `maskrcnn_resnet50_fpn` (v1) state dict into our MaskRCNN, strictly.
+
+    Args:
+        model: our `MaskRCNN`, built with the same num_classes as the checkpoint.
+        state_dict: e.g. `torch.load("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")`; old key names
+            (`mask_fcn1`, `fpn.inner_blocks.0.weight`) are accepted too.
+        frozen_bn_eps: if given, set the eps of every FrozenBatchNorm2d; torchvision's COCO checkpoint
+            was trained with 0.0, and the default 1e-5 changes its outputs slightly.
+    """
+    renamed = {rename_torchvision_key(key): value for key, value in state_dict.items()}
+    own = model.state_dict()
+    for key, value in renamed.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(f"{key}: the checkpoint has shape {list(value.shape)}, the model {list(own[key].shape)}"
+                             " (is num_classes the same as the checkpoint's?)")
+    load_strict(model, renamed)
+    if frozen_bn_eps is not None:
+        for module in model.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                module.eps = frozen_bn_eps

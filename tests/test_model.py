@@ -1,0 +1,103 @@
+"""The whole model against torchvision's maskrcnn_resnet50_fpn with the same weights."""
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from mrcnn_from_scratch import load_torchvision_weights, maskrcnn_resnet50_fpn
+
+NUM_CLASSES = 7
+
+
+def redraw_weights(model: nn.Module, seed: int = 0) -> None:
+    """Make a randomly initialized torchvision model detect plenty: spread out BN statistics and
+    enlarge the RPN and box predictor weights, so that scores are far from uniform."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.backbone.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) * 0.5 + 0.25)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+        for p in model.rpn.head.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        for p in model.roi_heads.box_predictor.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+
+
+def make_models(**sizes):
+    torch.manual_seed(0)
+    theirs = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
+                                                                num_classes=NUM_CLASSES, **sizes)
+    redraw_weights(theirs)
+    # torchvision without pretrained weights uses plain BatchNorm and trains every stage.
+    ours_sizes = {"min_size": (sizes["min_size"],), "max_size": sizes["max_size"]} if sizes else {}
+    ours = maskrcnn_resnet50_fpn(num_classes=NUM_CLASSES, norm="bn", trainable_stages=5, **ours_sizes)
+    load_torchvision_weights(ours, theirs.state_dict())
+    return ours, theirs
+
+
+@pytest.fixture(scope="module")
+def models():
+    """At torchvision's default input size (800 / 1333)."""
+    return make_models()
+
+
+@pytest.fixture(scope="module")
+def small_models():
+    """Images resized to a short side of 320: the same code paths at a sixth of the cost, for the
+    float64 and training comparisons."""
+    return make_models(min_size=320, max_size=533)
+
+
+def odd_images(dtype=torch.float32):
+    gen = torch.Generator().manual_seed(1)
+    return [torch.rand(3, 300, 451, generator=gen, dtype=dtype), torch.rand(3, 517, 333, generator=gen, dtype=dtype)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_detections_match_torchvision(models, small_models, dtype):
+    models = models if dtype == torch.float32 else small_models
+    ours, theirs = (m.eval().to(dtype) for m in models)
+    images = odd_images(dtype)
+    with torch.no_grad():
+        got, expected = ours(images), theirs(images)
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-8
+    for a, b in zip(got, expected):
+        assert len(b["boxes"]) >= 20
+        assert len(a["boxes"]) == len(b["boxes"])
+        assert torch.equal(a["labels"], b["labels"])
+        torch.testing.assert_close(a["boxes"], b["boxes"], atol=tolerance, rtol=0)
+        torch.testing.assert_close(a["scores"], b["scores"], atol=tolerance, rtol=0)
+        assert a["masks"].shape == b["masks"].shape
+        assert (a["masks"] - b["masks"]).abs().mean() < 1e-4
+    for m in models:
+        m.float()
+
+
+def test_training_losses_match_torchvision_with_the_same_seed(small_models):
+    ours, theirs = (m.train() for m in small_models)
+    images = odd_images()
+    targets = []
+    gen = torch.Generator().manual_seed(2)
+    for image, count in zip(images, [3, 0]):  # the second image has no objects
+        h, w = image.shape[-2:]
+        x1 = torch.rand(count, generator=gen) * (w - 60)
+        y1 = torch.rand(count, generator=gen) * (h - 60)
+        boxes = torch.stack([x1, y1, x1 + 40, y1 + 50], dim=1)
+        masks = torch.zeros(count, h, w, dtype=torch.uint8)
+        for m, (bx1, by1, bx2, by2) in zip(masks, boxes.int().tolist()):
+            m[by1:by2, bx1:bx2] = 1
+        targets.append({"boxes": boxes, "labels": torch.randint(1, NUM_CLASSES, (count,), generator=gen), "masks": masks})
+    torch.manual_seed(3)
+    losses = ours(images, targets)
+    torch.manual_seed(3)
+    expected = theirs(images, targets)
+    assert set(losses) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(losses[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in ours.parameters() if p.requires_grad)
+    for m in small_models:
+        m.eval()
