@@ -28,8 +28,8 @@ def frozen_bn_with_batch_norm_module(x, weight, bias, running_mean, running_var,
 
 def receptive_field(layers):
     field, jump = 1, 1
-    for kernel_size, stride in layers:
-        field += (kernel_size - 1) * jump
+    for kernel_size, stride, dilation in layers:
+        field += dilation * (kernel_size - 1) * jump
         jump *= stride
     return field, jump
 
@@ -58,9 +58,11 @@ def test_the_measured_receptive_field_agrees_with_the_recurrence():
         for stage in [2, 3, 4, 5]:
             layers = resnet_layers(depth, stage)
             assert measure_receptive_field(layers) == receptive_field(layers)
+    assert measure_receptive_field(resnet_layers(50, 5, c5_dilation=2)) == receptive_field(resnet_layers(50, 5, c5_dilation=2))
     # The values the notebook quotes.
     assert receptive_field(resnet_layers(50, 5)) == (427, 32)
     assert receptive_field(resnet_layers(18, 5)) == (435, 32)
+    assert receptive_field(resnet_layers(50, 5, c5_dilation=2)) == (459, 16)
 
 
 def test_feature_sizes_reference_is_the_real_network():
@@ -242,15 +244,23 @@ def test_check_feature_sizes_rejects(wrong, message):
 
 
 def field_ignoring_strides(layers):
-    return 1 + sum(k - 1 for k, _ in layers), math.prod(s for _, s in layers)
+    return 1 + sum(d * (k - 1) for k, _, d in layers), math.prod(s for _, s, _ in layers)
 
 
 def field_with_the_stride_updated_first(layers):
     field, jump = 1, 1
-    for kernel_size, stride in layers:
+    for kernel_size, stride, dilation in layers:
         jump *= stride
-        field += (kernel_size - 1) * jump
+        field += dilation * (kernel_size - 1) * jump
     return field, jump
+
+
+def field_ignoring_dilation(layers):
+    return receptive_field([(k, s, 1) for k, s, _ in layers])
+
+
+def field_with_dilation_times_kernel(layers):
+    return receptive_field([(d * k, s, 1) for k, s, d in layers])
 
 
 @pytest.mark.parametrize(
@@ -260,8 +270,10 @@ def field_with_the_stride_updated_first(layers):
         (field_with_the_stride_updated_first, '"one 3×3 convolution"|"the stem'),
         (lambda layers: receptive_field(layers)[0], "expected a pair"),
         (lambda layers: receptive_field(layers)[::-1], '"one 3×3 convolution"'),
+        (field_ignoring_dilation, '(?s)"one 3×3 convolution with dilation 2".*Hint: a dilation d spreads'),
+        (field_with_dilation_times_kernel, '"one 3×3 convolution with dilation 2"'),
     ],
-    ids=["ignores strides", "stride updated first", "field only", "swapped"],
+    ids=["ignores strides", "stride updated first", "field only", "swapped", "ignores dilation", "kernel times dilation"],
 )
 def test_check_receptive_field_rejects(wrong, message):
     with pytest.raises(AssertionError, match=message):

@@ -8,7 +8,7 @@ gets wrong, showing that input. What they expect:
     BasicBlock(in_channels, width, stride, norm) -> nn.Module with conv1, norm1, conv2, norm2, shortcut
     Bottleneck(in_channels, width, stride, norm) -> nn.Module with conv1, norm1, conv2, norm2, conv3, norm3, shortcut
     feature_sizes(height, width) -> [(H2, W2), (H3, W3), (H4, W4), (H5, W5)], the sizes of C2..C5
-    receptive_field(layers: list of (kernel_size, stride)) -> (receptive field, stride), in input pixels
+    receptive_field(layers: list of (kernel_size, stride, dilation)) -> (receptive field, stride), in input pixels
 
 `norm` is a function from a number of channels to a normalization layer, e.g. FrozenBatchNorm2d. A
 block's shortcut is nn.Identity() when its input and output shapes agree, else
@@ -234,21 +234,23 @@ def check_feature_sizes(fn: Callable) -> bool:
 # ----------------------------------------------------------------------------- receptive fields
 
 
-def measure_receptive_field(layers: list[tuple[int, int]]) -> tuple[int, int]:
-    """(receptive field, stride) of a chain of (kernel_size, stride) layers, measured with gradients.
+def measure_receptive_field(layers: list[tuple[int, int, int]]) -> tuple[int, int]:
+    """(receptive field, stride) of a chain of (kernel_size, stride, dilation) layers, measured with gradients.
 
     Runs a 1-D chain of convolutions with all-ones kernels and no padding, and reads which input pixels
-    the gradient of one output reaches (the receptive field), and how far that window moves for the
-    next output (the stride). No formula involved: it is what autograd sees.
+    the gradient of one output reaches (the receptive field, from the first to the last), and how far
+    that window moves for the next output (the stride). No formula involved: it is what autograd sees.
     """
     total_stride = 1
-    for _, stride in layers:
+    for _, stride, _ in layers:
         total_stride *= stride
-    length = (sum(k for k, _ in layers) + 3) * total_stride + 1  # long enough for 3 outputs
+    span = sum(dilation * (kernel_size - 1) + 1 for kernel_size, _, dilation in layers)
+    length = (span + 3) * total_stride + 1  # long enough for 3 outputs
     x = torch.zeros(1, 1, length, dtype=torch.float64, requires_grad=True)
     y = x
-    for kernel_size, stride in layers:
-        y = nn.functional.conv1d(y, torch.ones(1, 1, kernel_size, dtype=torch.float64), stride=stride)
+    for kernel_size, stride, dilation in layers:
+        kernel = torch.ones(1, 1, kernel_size, dtype=torch.float64)
+        y = nn.functional.conv1d(y, kernel, stride=stride, dilation=dilation)
     centre = y.shape[-1] // 2
     first_grad = torch.autograd.grad(y[0, 0, centre], x, retain_graph=True)[0]
     second_grad = torch.autograd.grad(y[0, 0, centre + 1], x)[0]
@@ -256,32 +258,43 @@ def measure_receptive_field(layers: list[tuple[int, int]]) -> tuple[int, int]:
     return int(reached[-1] - reached[0] + 1), int(reached_next[0] - reached[0])
 
 
-def resnet_layers(depth: int, stage: int) -> list[tuple[int, int]]:
-    """(kernel_size, stride) of the layers on the main path of ResNet-`depth` from the input up to C`stage`
-    (2..5): the stem's convolution and max pool, then every convolution of the blocks, shortcuts left out."""
+def resnet_layers(depth: int, stage: int, c5_dilation: int = 1) -> list[tuple[int, int, int]]:
+    """(kernel_size, stride, dilation) of the layers on the main path of ResNet-`depth` from the input up to
+    C`stage` (2..5): the stem's convolution and max pool, then every convolution of the blocks, shortcuts
+    left out. c5_dilation=2 gives the "DC5" variant: stage 5 without its stride, its 3×3 convolutions dilated."""
     with torch.device("meta"):
         net = ResNet(depth, width=4)
-    layers = [(7, 2), (3, 2)]  # stem: 7×7 stride-2 convolution, 3×3 stride-2 max pool
-    for stage_module in net.stages[: stage - 1]:
+    layers = [(7, 2, 1), (3, 2, 1)]  # stem: 7×7 stride-2 convolution, 3×3 stride-2 max pool
+    for index, stage_module in enumerate(net.stages[: stage - 1]):
         for name, module in stage_module.named_modules():
             if isinstance(module, nn.Conv2d) and "shortcut" not in name:
-                layers.append((module.kernel_size[0], module.stride[0]))
+                kernel_size, stride = module.kernel_size[0], module.stride[0]
+                if index == 3 and c5_dilation != 1:
+                    stride, dilation = 1, (c5_dilation if kernel_size > 1 else 1)
+                else:
+                    dilation = 1
+                layers.append((kernel_size, stride, dilation))
     return layers
 
 
 def check_receptive_field(fn: Callable) -> bool:
-    """Check fn(layers: list of (kernel_size, stride)) -> (receptive field, stride) in input pixels."""
-    recurrence = ("keep the stride so far, j (pixels between neighbouring outputs); a layer with kernel k adds "
-                  "(k - 1) · j to the receptive field, then multiplies j by its stride")
+    """Check fn(layers: list of (kernel_size, stride, dilation)) -> (receptive field, stride) in input pixels."""
+    recurrence = ("keep the stride so far, j (input pixels between neighbouring outputs); a layer with kernel k "
+                  "adds (k - 1) · j to the receptive field, then multiplies j by its stride")
+    dilated = "a dilation d spreads the k taps over d · (k - 1) + 1 pixels: it adds d · (k - 1) · j"
     cases = [
         Case("no layers", {"layers": []}, "with no layers each output is one input pixel: (1, 1)"),
-        Case("one 3×3 convolution", {"layers": [(3, 1)]}),
-        Case("two 3×3 convolutions", {"layers": [(3, 1), (3, 1)]}, "stacked 3×3 convolutions: 3, 5, 7, ..."),
-        Case("a 1×1 convolution", {"layers": [(1, 1), (1, 2)]}, "a 1×1 convolution adds nothing, whatever its stride"),
-        Case("the stem: 7×7 stride 2, max pool 3×3 stride 2", {"layers": [(7, 2), (3, 2)]}, recurrence),
-        Case("stride first, then a 3×3", {"layers": [(2, 2), (3, 1)]}, recurrence),
+        Case("one 3×3 convolution", {"layers": [(3, 1, 1)]}),
+        Case("two 3×3 convolutions", {"layers": [(3, 1, 1), (3, 1, 1)]}, "stacked 3×3 convolutions: 3, 5, 7, ..."),
+        Case("1×1 convolutions", {"layers": [(1, 1, 1), (1, 2, 1)]}, "a 1×1 convolution adds nothing, whatever its stride"),
+        Case("the stem: 7×7 stride 2, max pool 3×3 stride 2", {"layers": [(7, 2, 1), (3, 2, 1)]}, recurrence),
+        Case("stride first, then a 3×3", {"layers": [(2, 2, 1), (3, 1, 1)]}, recurrence),
         Case("ResNet-18 up to C3", {"layers": resnet_layers(18, 3)}, recurrence),
         Case("ResNet-50 up to C5", {"layers": resnet_layers(50, 5)}, recurrence),
+        Case("one 3×3 convolution with dilation 2", {"layers": [(3, 1, 2)]}, dilated),
+        Case("a dilated convolution after a stride", {"layers": [(3, 2, 1), (3, 1, 3)]}, dilated),
+        Case("ResNet-50-DC5 up to C5 (dilation 2 instead of stride 2 in stage 5)",
+             {"layers": resnet_layers(50, 5, c5_dilation=2)}, dilated),
     ]
 
     def compare(received, expected, case):
