@@ -1,0 +1,116 @@
+"""Time our Mask R-CNN against torchvision's maskrcnn_resnet50_fpn with identical weights.
+
+    python benchmarks/model.py [--repeats 5] [--device cpu|cuda] [--profile]
+
+Two cases, each on the same inputs for both models in the same run:
+- a training step (forward, backward, SGD step): batch 2, 512×512 images, 3 objects each;
+- inference: batch 1, a 480×640 image.
+Prints median times and the ratio ours / torchvision (below 1 means ours is faster). The RNG is
+re-seeded before every call so that both models sample the same anchors and RoIs.
+"""
+import argparse
+import datetime
+import statistics
+import time
+
+import torch
+import torchvision
+
+from mrcnn_from_scratch import load_torchvision_weights, maskrcnn_resnet50_fpn
+
+NUM_CLASSES = 91
+
+
+def make_models(device):
+    torch.manual_seed(0)
+    theirs = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
+                                                                num_classes=NUM_CLASSES)
+    # torchvision without pretrained weights: BatchNorm, every stage trainable. Ours the same.
+    ours = maskrcnn_resnet50_fpn(num_classes=NUM_CLASSES, norm="bn", trainable_stages=5)
+    load_torchvision_weights(ours, theirs.state_dict())
+    return ours.to(device), theirs.to(device)
+
+
+def training_batch(device):
+    gen = torch.Generator().manual_seed(1)
+    images, targets = [], []
+    for _ in range(2):
+        images.append(torch.rand(3, 512, 512, generator=gen).to(device))
+        corners = torch.rand(3, 2, generator=gen) * 350
+        sizes = 40 + torch.rand(3, 2, generator=gen) * 120
+        boxes = torch.cat([corners, corners + sizes], dim=1)
+        masks = torch.zeros(3, 512, 512, dtype=torch.uint8)
+        for m, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist()):
+            m[y1:y2, x1:x2] = 1
+        targets.append({"boxes": boxes.to(device), "labels": torch.tensor([1, 2, 3], device=device),
+                        "masks": masks.to(device)})
+    return images, targets
+
+
+def timed(fn, repeats, device):
+    def run():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+    run()  # warm-up
+    return statistics.median(run() for _ in range(repeats))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true", help="print where our model spends its time")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    ours, theirs = make_models(device)
+    images, targets = training_batch(device)
+    test_image = [torch.rand(3, 480, 640, generator=torch.Generator().manual_seed(2)).to(device)]
+    optimizers = {id(m): torch.optim.SGD(m.parameters(), lr=1e-5, momentum=0.9) for m in (ours, theirs)}
+
+    def train_step(model):
+        model.train()
+        torch.manual_seed(3)
+        losses = model(images, targets)
+        optimizers[id(model)].zero_grad()
+        sum(losses.values()).backward()
+        optimizers[id(model)].step()
+
+    def infer(model):
+        model.eval()
+        with torch.no_grad():
+            model(test_image)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    print(f"{datetime.date.today()}  {name}  torch {torch.__version__}, torchvision {torchvision.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'case':44s} {'ours (s)':>9s} {'torchvision':>12s} {'ratio':>7s}")
+    for case, step in [("training step (2 × 512×512, 3 objects each)", train_step),
+                       ("inference (1 × 480×640)", infer)]:
+        ours_s = timed(lambda: step(ours), args.repeats, device)
+        theirs_s = timed(lambda: step(theirs), args.repeats, device)
+        print(f"{case:44s} {ours_s:9.3f} {theirs_s:12.3f} {ours_s / theirs_s:7.2f}")
+
+    if args.profile:
+        for case, step in [("training step", train_step), ("inference", infer)]:
+            with torch.profiler.profile() as prof:
+                step(ours)
+            print(f"\nour {case}, by operator:")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
