@@ -10,13 +10,13 @@ re-seeded before every call so that both models sample the same anchors and RoIs
 """
 import argparse
 import datetime
-import statistics
-import time
 
 import torch
 import torchvision
 
 from mrcnn_from_scratch import load_torchvision_weights, maskrcnn_resnet50_fpn
+
+from machine import cpu_name, median_seconds
 
 NUM_CLASSES = 91
 
@@ -47,19 +47,6 @@ def training_batch(device):
     return images, targets
 
 
-def timed(fn, repeats, device):
-    def run():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-    run()  # warm-up
-    return statistics.median(run() for _ in range(repeats))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -86,14 +73,15 @@ def main():
         with torch.no_grad():
             model(test_image)
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"{datetime.date.today()}  {name}  torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'case':44s} {'ours (s)':>9s} {'torchvision':>12s} {'ratio':>7s}")
     for case, step in [("training step (2 × 512×512, 3 objects each)", train_step),
                        ("inference (1 × 480×640)", infer)]:
-        ours_s = timed(lambda: step(ours), args.repeats, device)
-        theirs_s = timed(lambda: step(theirs), args.repeats, device)
+        synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        ours_s = median_seconds(lambda: step(ours), args.repeats, synchronize)
+        theirs_s = median_seconds(lambda: step(theirs), args.repeats, synchronize)
         print(f"{case:44s} {ours_s:9.3f} {theirs_s:12.3f} {ours_s / theirs_s:7.2f}")
 
     if args.profile:
@@ -102,14 +90,6 @@ def main():
                 step(ours)
             print(f"\nour {case}, by operator:")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ Every pair is first checked to give the same result, so both sides do the same w
 import argparse
 import datetime
 import platform
-import statistics
-import time
 
 import torch
 import torchvision
 
 from mrcnn_from_scratch import ops
+
+from machine import cpu_name, median_seconds
 
 FEATURES = (2, 256, 200, 272)  # a batch of two stride-4 FPN maps of an 800×1088 image
 STRIDE = 4
@@ -27,16 +27,6 @@ def random_boxes(gen: torch.Generator, count: int, height: float, width: float) 
     centre = torch.rand(count, 2, generator=gen) * torch.tensor([width, height])
     size = 16 + torch.rand(count, 2, generator=gen) * 240
     return torch.cat([centre - size / 2, centre + size / 2], dim=1)
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: allocator, thread pool, lazy initialisation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def forward_backward(roi_op, features, rois, *args):
@@ -69,7 +59,7 @@ def main():
         ("roi_pool forward", ops.roi_pool, torchvision.ops.roi_pool, features, pool_args),
         ("roi_pool forward+backward", ops.roi_pool, torchvision.ops.roi_pool, grad_features, pool_args),
     ]
-    print(f"{datetime.date.today()}  {platform.processor() or platform.machine()}  {_cpu_name()}")
+    print(f"{datetime.date.today()}  {platform.processor() or platform.machine()}  {cpu_name()}")
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads")
     print(f"features {list(FEATURES)}, {ROI_COUNT} boxes, 7x7 output; nms on {NMS_COUNT} boxes")
     print(f"{'operation':34s} {'ours (ms)':>10s} {'torchvision':>12s} {'ratio':>7s}")
@@ -93,14 +83,6 @@ def main():
     for name, ours, theirs in results:
         ours_s, theirs_s = median_seconds(ours, args.repeats), median_seconds(theirs, args.repeats)
         print(f"{name:34s} {ours_s * 1e3:10.1f} {theirs_s * 1e3:12.1f} {ours_s / theirs_s:7.2f}")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ compare two outputs. `run_cases` stops at the first case the learner's function 
 an AssertionError that shows that case's input, the expected output and the received one, so the
 learner can rerun exactly that input.
 """
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -111,3 +112,14 @@ def _changed_input(inputs: dict[str, Any], originals: dict[str, Any]) -> str | N
         if isinstance(value, Tensor) and not torch.equal(value, originals[name]):
             return f"your function changed its input `{name}` in place; work on a copy (x = x + 1, not x += 1)"
     return None
+
+
+def keeping_random_state(check: Callable) -> Callable:
+    """Run a checker without changing the caller's global random state: building modules draws from it."""
+
+    @functools.wraps(check)
+    def wrapped(fn: Callable) -> bool:
+        with torch.random.fork_rng(devices=[]):
+            return check(fn)
+
+    return wrapped

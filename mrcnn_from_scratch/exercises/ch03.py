@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..backbone import ResNet
 from ..fpn import BackboneWithFPN, FeaturePyramidNetwork
 from ..poolers import box_levels
-from ._checking import Case, run_cases, tensor_problem
+from ._checking import Case, keeping_random_state, run_cases, tensor_problem
 
 # The levels that the RoI heads pool from: P2..P5.
 MIN_LEVEL, MAX_LEVEL = 2, 5
@@ -86,17 +86,6 @@ def _random_maps(sizes: list[tuple[int, int]], channels: list[int], seed: int, b
     return FeatureMaps(torch.randn(batch, c, h, w, generator=g) for (h, w), c in zip(sizes, channels))
 
 
-def _keeping_random_state(check: Callable) -> Callable:
-    """Run a checker without changing the caller's global random state: building modules draws from it."""
-
-    @functools.wraps(check)
-    def wrapped(fn: Callable) -> bool:
-        with torch.random.fork_rng(devices=[]):
-            return check(fn)
-
-    return wrapped
-
-
 def _level_names(first: int, count: int, letter: str) -> list[str]:
     return [f"{letter}{first + i}" for i in range(count)]
 
@@ -124,7 +113,7 @@ def reference_top_down(laterals: list[Tensor]) -> FeatureMaps:
         return FeatureMaps(list(fpn(list(laterals)).values())[: len(laterals)])
 
 
-@_keeping_random_state
+@keeping_random_state
 def check_top_down(fn: Callable) -> bool:
     """Check fn(laterals [L2, ..., L5]) -> [M2, ..., M5] against the package's FPN with identity convolutions."""
     odd = "upsample to the lateral map's size (F.interpolate(..., size=lateral.shape[-2:])): with odd sizes it is not exactly ×2"
@@ -174,7 +163,7 @@ def reference_fpn_forward(features: list[Tensor], lateral_convs: nn.ModuleList, 
         return FeatureMaps(fpn(list(features)).values())
 
 
-@_keeping_random_state
+@keeping_random_state
 def check_fpn_forward(fn: Callable) -> bool:
     """Check fn(features [C2, ..., C5], lateral_convs, output_convs) -> [P2, ..., P6] against the package's FPN."""
     p6 = ("P6 = F.max_pool2d(P5, kernel_size=1, stride=2): the top *output* P5 (after its 3×3), subsampled; "
@@ -213,7 +202,7 @@ def reference_pyramid_shapes(height: int, width: int) -> list[tuple[int, int]]:
     return [tuple(p.shape[-2:]) for p in pyramid.values()]
 
 
-@_keeping_random_state
+@keeping_random_state
 def check_pyramid_shapes(fn: Callable) -> bool:
     """Check fn(height, width) -> [(h, w) of P2, ..., P6] against a real ResNet-FPN's outputs."""
     rounding = ("every stride-2 layer (the stem's conv and max pool, the first block of stages 3–5, and P6's "
@@ -250,7 +239,7 @@ def _square_boxes(*sides: float) -> Tensor:
     return torch.tensor([[10.0, 20.0, 10.0 + s, 20.0 + s] for s in sides]).reshape(-1, 4)
 
 
-@_keeping_random_state
+@keeping_random_state
 def check_roi_levels(fn: Callable) -> bool:
     """Check fn(boxes Tensor[K, 4]) -> Tensor[K] int64 of levels 2..5 against floor(4 + log2(sqrt(wh)/224)) in [2, 5]."""
     formula = "k = floor(4 + log2(sqrt(w·h) / 224)), then clamp to [2, 5]; return the level k itself (2..5), as int64"

@@ -19,7 +19,6 @@ AssertionError on the first case it gets wrong, showing that input. What they ex
     TwoMLPHead(in_channels, representation_size) -> nn.Module with fc6, fc7:
         Tensor[R, C, 7, 7] -> Tensor[R, representation_size], flatten, fc6, ReLU, fc7, ReLU.
 """
-import functools
 import math
 from typing import Callable
 
@@ -30,20 +29,9 @@ from torch import Tensor, nn
 from .. import ops
 from ..box_head import TwoMLPHead
 from ..losses import fastrcnn_loss
-from ._checking import Case, run_cases, tensor_problem
+from ._checking import Case, keeping_random_state, run_cases, tensor_problem
 
 BOX_HEAD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
-
-
-def _keeping_random_state(check: Callable) -> Callable:
-    """Run a checker without changing the caller's global random state: building modules draws from it."""
-
-    @functools.wraps(check)
-    def wrapped(fn: Callable) -> bool:
-        with torch.random.fork_rng(devices=[]):
-            return check(fn)
-
-    return wrapped
 
 
 def _random_boxes(n: int, seed: int, image_size: float = 128.0) -> Tensor:
@@ -241,7 +229,7 @@ def _load_reference_weights(head: nn.Module, reference: nn.Module) -> None:
     head.load_state_dict(expected)
 
 
-@_keeping_random_state
+@keeping_random_state
 def check_two_mlp_head(head_class: Callable) -> bool:
     """Check head_class(in_channels, representation_size): flatten, fc6 + ReLU, fc7 + ReLU."""
     order = "x.flatten(start_dim=1), then relu(fc6(x)), then relu(fc7(x)): a ReLU after *both* layers"
