@@ -9,6 +9,7 @@ from .ch03 import check_fpn_forward, check_pyramid_shapes, check_roi_levels, che
 from .ch05 import check_bilinear, check_multiscale_roi_align, check_roi_align_box, check_roi_pool_bins
 from .ch06 import check_boxes_for_labels, check_candidates, check_fastrcnn_loss, check_two_mlp_head
 from .ch07 import check_class_masks, check_mask_targets, check_paste_mask, check_roundtrip_iou
+from .ch08 import check_mask_loss_grad, check_maskrcnn_loss, check_smooth_l1, check_total_loss
 
 __all__ = ["check_batched_nms", "check_box_coder", "check_box_iou", "check_decode", "check_encode", "check_nms"]
 __all__ += ["check_fpn_forward", "check_pyramid_shapes", "check_roi_levels", "check_top_down"]
@@ -16,3 +17,4 @@ __all__ += ["check_basic_block", "check_bottleneck", "check_feature_sizes", "che
 __all__ += ["check_bilinear", "check_multiscale_roi_align", "check_roi_align_box", "check_roi_pool_bins"]
 __all__ += ["check_boxes_for_labels", "check_candidates", "check_fastrcnn_loss", "check_two_mlp_head"]
 __all__ += ["check_class_masks", "check_mask_targets", "check_paste_mask", "check_roundtrip_iou"]
+__all__ += ["check_mask_loss_grad", "check_maskrcnn_loss", "check_smooth_l1", "check_total_loss"]
