@@ -69,5 +69,7 @@ class MultiScaleRoIAlign(nn.Module):
         pooled = levels[0].new_zeros(len(rois), levels[0].shape[1], *self.output_size)
         for level, (feature, scale) in enumerate(zip(levels, scales)):
             index = torch.where(level_of_box == level)[0]
-            pooled[index] = roi_align(feature, rois[index], self.output_size, scale, self.sampling_ratio)
+            # Under autocast the features are float16: pool in the boxes' float32, as torchvision does.
+            pooled[index] = roi_align(feature.to(rois.dtype), rois[index], self.output_size, scale,
+                                      self.sampling_ratio).to(pooled.dtype)
         return pooled
