@@ -1,0 +1,145 @@
+"""The command line: `python -m mrcnn_from_scratch {train,evaluate,predict} ...` (--help on each).
+
+Datasets follow COCO's layout: DIR/annotations/instances_{split}.json and the images in DIR/{split}/.
+"""
+import argparse
+import ast
+import sys
+
+from .config import MaskRCNNConfig
+from .engine.errors import TrainingDiverged, UsageError
+from .engine.evaluate import evaluate_checkpoint
+from .engine.predict import predict_images
+from .engine.recipe import DEFAULT_ITERS, RECIPES
+from .engine.train import TrainOptions, train
+
+EXAMPLES = """examples:
+  python -m mrcnn_from_scratch.data.shapes --out datasets/shapes     # make the shapes dataset
+  python -m mrcnn_from_scratch train --data datasets/shapes --out runs/shapes
+  python -m mrcnn_from_scratch evaluate --checkpoint runs/shapes/last.pt --data datasets/shapes
+  python -m mrcnn_from_scratch predict --checkpoint runs/shapes/last.pt datasets/shapes/val/000000.png --out pictures
+  torchrun --nproc_per_node=2 -m mrcnn_from_scratch train --data DIR --out RUN     # several processes (DDP)
+"""
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """["min_size=(64,)", "norm=gn", ...] -> {"min_size": (64,), "norm": "gn"}: MaskRCNNConfig fields.
+
+    Values are read as Python literals (a word that is not one is a string); lists become tuples, and a
+    single number given for a tuple field (min_size=64) becomes a tuple of one.
+    """
+    defaults = MaskRCNNConfig().to_dict()
+    overrides = {}
+    for pair in pairs:
+        name, equals, text = pair.partition("=")
+        if not equals or name not in defaults or name in ("num_classes", "class_names"):
+            fields = ", ".join(f for f in defaults if f not in ("num_classes", "class_names"))
+            raise UsageError(f"--set {pair}: expected FIELD=VALUE with a MaskRCNNConfig field: {fields}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        if isinstance(value, list):
+            value = tuple(value)
+        if isinstance(defaults[name], tuple) and not isinstance(value, tuple):
+            value = (value,)
+        overrides[name] = value
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mrcnn_from_scratch", epilog=EXAMPLES,
+                                     description="Train, evaluate and run Mask R-CNN from scratch.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    small, r50 = RECIPES["small"], RECIPES["r50"]
+    devices = ["auto", "cpu", "cuda"]
+
+    train = commands.add_parser(
+        "train", help="train a model, writing RUN/last.pt, metrics.jsonl and loss.png",
+        description="Train Mask R-CNN on a COCO-layout dataset. Options left out take the config's recipe "
+                    "(mrcnn_from_scratch/engine/recipe.py), or with --resume the run's own settings.")
+    train.add_argument("--data", required=True, help="dataset folder: DIR/annotations/instances_{split}.json, DIR/{split}/")
+    train.add_argument("--out", required=True, help="run folder for last.pt, metrics.jsonl, loss.png")
+    train.add_argument("--config", choices=list(RECIPES),
+                       help="small: ResNet-18-GN for 128-px images on a CPU (default); r50: torchvision's ResNet-50-FPN")
+    train.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                       help="change config fields, e.g. --set min_size=256 max_size=256")
+    train.add_argument("--device", choices=devices, default="auto", help="default: cuda if there is a GPU")
+    train.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast), CUDA only")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--iters", type=positive_int, help=f"iterations (small: {DEFAULT_ITERS})")
+    length.add_argument("--epochs", type=positive_int, help=f"passes over the training set (r50: {r50.epochs})")
+    train.add_argument("--batch-size", type=positive_int,
+                       help=f"images per step and process (small: {small.batch_size}, r50: {r50.batch_size})")
+    train.add_argument("--lr", type=float,
+                       help=f"peak learning rate (small: AdamW, {small.lr}; r50: SGD, {r50.lr} per {r50.lr_batch} images)")
+    train.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
+    train.add_argument("--seed", type=int, help="seed of the weights, data order and sampling (default: 0)")
+    train.add_argument("--resume", action="store_true", help="continue RUN/last.pt exactly (or start, if there is none)")
+    train.add_argument("--train-split", help="default: train (COCO: train2017)")
+    train.add_argument("--val-split", default="val", help="default: val (COCO: val2017)")
+    train.add_argument("--val-every", type=int,
+                       help=f"validate every N iterations, 0: only at the end (small: {small.val_every})")
+    train.add_argument("--checkpoint-every", type=positive_int,
+                       help=f"write last.pt every N iterations and at the end (small: {small.checkpoint_every})")
+    train.add_argument("--log-every", type=positive_int, default=1, help="a metrics.jsonl line every N iterations")
+
+    evaluate = commands.add_parser("evaluate", help="COCO AP (bbox and segm) of a checkpoint on a split",
+                                   description="Print pycocotools' tables and AP per class; write them as JSON.")
+    evaluate.add_argument("--checkpoint", required=True, help="RUN/last.pt")
+    evaluate.add_argument("--data", required=True, help="dataset folder (COCO layout)")
+    evaluate.add_argument("--split", default="val", help="default: val")
+    evaluate.add_argument("--out", help="JSON file (default: eval.json beside the checkpoint)")
+    evaluate.add_argument("--device", choices=devices, default="auto")
+    evaluate.add_argument("--batch-size", type=positive_int, default=8)
+    evaluate.add_argument("--workers", type=int, default=0)
+
+    predict = commands.add_parser("predict", help="draw a model's detections on images, one PNG each",
+                                  description="Draw masks, boxes, class names and scores into OUT/<image name>.png.")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    weights = predict.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", help="RUN/last.pt")
+    weights.add_argument("--torchvision-weights", metavar="FILE", help="torchvision's COCO maskrcnn_resnet50_fpn "
+                         "weights, e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
+    predict.add_argument("--out", required=True, help="folder for the pictures")
+    predict.add_argument("--score-thresh", type=float, default=0.5, help="draw detections scoring at least this")
+    predict.add_argument("--device", choices=devices, default="auto")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "train":
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "set")}
+        train(TrainOptions(**options, config_overrides=parse_overrides(args.set) or None))
+    elif args.command == "evaluate":
+        evaluate_checkpoint(args.checkpoint, args.data, args.split, args.out, args.device, args.batch_size,
+                            args.workers)
+    else:
+        predict_images(args.images, args.out, args.checkpoint, args.torchvision_weights, args.score_thresh,
+                       args.device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except UsageError as error:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    except TrainingDiverged as error:
+        parser.exit(1, f"{parser.prog} {args.command}: {error}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{parser.prog} {args.command}: interrupted"
+                    + (" (train --resume continues from the last checkpoint)\n" if args.command == "train" else "\n"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The `predict` command: run a trained model on image files and draw what it finds.
+
+    python -m mrcnn_from_scratch predict --checkpoint RUN/last.pt IMAGE... --out DIR [--score-thresh 0.5]
+    python -m mrcnn_from_scratch predict --torchvision-weights FILE IMAGE... --out DIR
+
+writes DIR/<image name>.png for each image. The second form runs torchvision's COCO-trained weights
+(maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth), downloaded by the user, in our model.
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..coco_names import COCO_CATEGORY_NAMES
+from ..model import MaskRCNN, maskrcnn_resnet50_fpn
+from ..torchvision_weights import load_torchvision_weights
+from ..visualize import save_detections
+from .checkpoint import model_from_checkpoint
+from .distributed import pick_device
+from .errors import UsageError
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """An image file as float32 [3, H, W], RGB in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"image not found: {path}")
+    with Image.open(path) as file:
+        pixels = np.array(file.convert("RGB"))
+    return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+
+
+def model_from_torchvision_weights(path: str | Path, device: torch.device | str = "cpu") -> MaskRCNN:
+    """Our ResNet-50-FPN Mask R-CNN holding torchvision's COCO weights (91 labels, COCO's names), in
+    eval mode. That checkpoint was trained with FrozenBatchNorm's eps at 0.0, not the default 1e-5."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"torchvision weights not found: {path}")
+    model = maskrcnn_resnet50_fpn(num_classes=len(COCO_CATEGORY_NAMES), class_names=COCO_CATEGORY_NAMES[1:])
+    load_torchvision_weights(model, torch.load(path, map_location="cpu", weights_only=True), frozen_bn_eps=0.0)
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict_images(images: list[str | Path], out: str | Path, checkpoint: str | Path | None = None,
+                   torchvision_weights: str | Path | None = None, score_thresh: float = 0.5,
+                   device: str = "auto") -> list[Path]:
+    """Draw the detections of the model in `checkpoint` (or `torchvision_weights`) on each image.
+
+    Returns the PNGs written, one per image, named after it, in `out`.
+    """
+    if (checkpoint is None) == (torchvision_weights is None):
+        raise UsageError("give either a checkpoint or torchvision weights")
+    torch_device = pick_device(device)
+    if checkpoint is not None:
+        model = model_from_checkpoint(checkpoint, torch_device)
+    else:
+        model = model_from_torchvision_weights(torchvision_weights, torch_device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for image_path in images:
+        image = read_image(image_path)
+        detection = {k: v.cpu() for k, v in model([image.to(torch_device)])[0].items()}
+        png = out / f"{Path(image_path).stem}.png"
+        drawn = save_detections(png, image, detection, model.config.class_names, score_thresh)
+        print(f"{image_path}: {drawn} detections with score >= {score_thresh} -> {png}")
+        written.append(png)
+    return written

@@ -1,0 +1,83 @@
+"""How each config is trained by default: optimizer, learning rate, batch, schedule and budget.
+
+Every default of `python -m mrcnn_from_scratch train` that is a choice of recipe lives here, so that
+tuning the recipe means editing this file only. Command-line options override single fields.
+"""
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+# The default budget of the small config on a CPU: `make train` trains this many iterations. Chapter 09
+# explains how it was sized (about 10 minutes on a 2-core laptop CPU).
+DEFAULT_ITERS = 300
+
+
+@dataclass(frozen=True)
+class Recipe:
+    optimizer: str  # "adamw" or "sgd"
+    lr: float  # for sgd: at `lr_batch` images per step, scaled linearly to the real batch
+    batch_size: int  # images per step and per process
+    weight_decay: float
+    warmup_iters: int  # linear warm-up from 0.1% of the rate, then a cosine decay to 0
+    grad_clip: float  # the gradients' total L2 norm is clipped to this
+    iters: int | None = None  # default length, in iterations ...
+    epochs: int | None = None  # ... or in passes over the training set
+    val_every: int = 0  # validate every so many iterations (0: only at the end)
+    checkpoint_every: int = 100  # write RUN/last.pt every so many iterations (and at the end)
+    lr_batch: int = 16
+
+
+RECIPES = {
+    # AdamW: training from random init for a few hundred steps, with no pretrained weights to keep,
+    # needs an optimizer that gives every parameter a sensible step size at once; Adam's per-parameter
+    # normalization does that without tuning a rate per head. Its rate does not scale with the batch.
+    "small": Recipe(optimizer="adamw", lr=1e-3, batch_size=8, weight_decay=1e-4, warmup_iters=20,
+                    grad_clip=10.0, iters=DEFAULT_ITERS, val_every=100, checkpoint_every=50),
+    # SGD with momentum: the paper's recipe for ResNet-50-FPN, 0.02 at 16 images per step (8 GPUs × 2),
+    # for 12 epochs of COCO (the "1x" schedule). It keeps the least optimizer state (one buffer per
+    # parameter against Adam's two), which matters for a large model on a GPU.
+    "r50": Recipe(optimizer="sgd", lr=0.02, batch_size=2, weight_decay=1e-4, warmup_iters=1000,
+                  grad_clip=10.0, epochs=12, val_every=10000, checkpoint_every=1000),
+}
+
+
+def default_lr(recipe: Recipe, total_batch: int) -> float:
+    """The learning rate for `total_batch` images per step (all processes together).
+
+    SGD follows the linear scaling rule (Goyal et al., 2017): twice the images, twice the rate. AdamW
+    normalizes its steps by the gradients' own size, so its rate is used as it is.
+    """
+    if recipe.optimizer == "sgd":
+        return recipe.lr * total_batch / recipe.lr_batch
+    return recipe.lr
+
+
+def build_optimizer(recipe: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the trainable parameters (frozen stages have requires_grad=False)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r} (known: adamw, sgd)")
+
+
+def warmup_cosine(iteration: int, warmup_iters: int, total_iters: int, warmup_start: float = 1e-3) -> float:
+    """The learning rate's factor before step `iteration` (0-based): a linear warm-up times a cosine.
+
+    Warm-up: the factor grows linearly from `warmup_start` to 1 over `warmup_iters` steps, so the first
+    steps, whose gradients from random heads are large and erratic, do not throw the weights far.
+    Cosine: the factor then falls smoothly to 0 at `total_iters`, so the last steps fine-tune.
+    """
+    warmup = 1.0 if iteration >= warmup_iters else warmup_start + (1 - warmup_start) * iteration / warmup_iters
+    return warmup * 0.5 * (1 + math.cos(math.pi * min(iteration, total_iters) / total_iters))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_iters: int
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """LambdaLR with `warmup_cosine`: call `.step()` once after each optimizer step."""
+    factor = partial(warmup_cosine, warmup_iters=recipe.warmup_iters, total_iters=total_iters)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
