@@ -10,8 +10,8 @@ from functools import partial
 import torch
 from torch import nn
 
-# The default budget of the small config on a CPU: `make train` trains this many iterations. Chapter 09
-# explains how it was sized (about 10 minutes on a 2-core laptop CPU).
+# The default budget of the small config on a CPU: `make train` trains this many iterations. It is a
+# first guess, not yet measured against the 10 minutes of training that `make train` aims for.
 DEFAULT_ITERS = 300
 
 
