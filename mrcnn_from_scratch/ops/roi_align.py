@@ -49,7 +49,7 @@ def roi_align(
     roi_w, roi_h = x2 - x1, y2 - y1
     if not aligned:  # the legacy version forces every box to be at least 1×1 cell
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    bin_h, bin_w = roi_h / out_h, roi_w / out_w
+    bin_h, bin_w = _divide(roi_h, out_h), _divide(roi_w, out_w)
 
     # The feature map as a table: row b·H·W + y·W + x holds the C channels of pixel (y, x) of image b.
     pixel_table = input.permute(0, 2, 3, 1).reshape(n * height * width, channels)
@@ -102,7 +102,7 @@ def _axis_samples(start: Tensor, bin_size: Tensor, bins: int, grid: int, size: i
     sample_index = torch.arange(grid, device=start.device, dtype=start.dtype)[None, None, :]
     start, bin_size = start[:, None, None], bin_size[:, None, None]
     # Same operation order as torchvision's kernel, so that float rounding agrees too.
-    pos = start + bin_index * bin_size + (sample_index + 0.5) * bin_size / grid
+    pos = start + bin_index * bin_size + _divide((sample_index + 0.5) * bin_size, grid)
     inside = (pos >= -1.0) & (pos <= size)
     pos = pos.clamp(min=0)
     low = pos.long()  # truncation equals floor here, since pos >= 0
@@ -113,6 +113,12 @@ def _axis_samples(start: Tensor, bin_size: Tensor, bins: int, grid: int, size: i
     frac = pos - low
     weights = torch.stack([1.0 - frac, frac], dim=-1) * inside[..., None]
     return torch.stack([low, high], dim=-1), weights
+
+
+def _divide(x: Tensor, n: int) -> Tensor:
+    """x / n rounded as IEEE division, like torchvision's kernels. On CUDA, x / n with a Python number n
+    is computed as x · (1/n), which can differ in the last bit."""
+    return x / torch.tensor(n, dtype=x.dtype, device=x.device)
 
 
 def _group_by_grid_size(grid_h: Tensor, grid_w: Tensor) -> list[tuple[Tensor, int, int]]:

@@ -77,7 +77,9 @@ def _bin_edges(start: Tensor, length: Tensor, bins: int, size: int, dtype: torch
     Returns:
         first, end: Tensor[K, bins] (long), each bin's half-open cell range, clipped to [0, size].
     """
-    bin_size = length.to(dtype)[:, None] / bins
+    # Divide by a tensor, not a Python number: CUDA computes x / 7 as x · (1/7), which can differ in the
+    # last bit, and floor and ceil would then move a bin edge by a whole cell.
+    bin_size = length.to(dtype)[:, None] / torch.tensor(bins, dtype=dtype, device=start.device)
     index = torch.arange(bins, device=start.device, dtype=dtype)[None, :]
     first = torch.floor(index * bin_size).long() + start[:, None]
     end = torch.ceil((index + 1) * bin_size).long() + start[:, None]
