@@ -6,6 +6,7 @@
 from .ch01 import check_batched_nms, check_box_coder, check_box_iou, check_decode, check_encode, check_nms
 from .ch02 import check_basic_block, check_bottleneck, check_feature_sizes, check_frozen_batch_norm, check_receptive_field
 from .ch03 import check_fpn_forward, check_pyramid_shapes, check_roi_levels, check_top_down
+from .ch04 import check_cell_anchors, check_grid_anchors, check_matcher, check_rpn_loss
 from .ch05 import check_bilinear, check_multiscale_roi_align, check_roi_align_box, check_roi_pool_bins
 from .ch06 import check_boxes_for_labels, check_candidates, check_fastrcnn_loss, check_two_mlp_head
 from .ch07 import check_class_masks, check_mask_targets, check_paste_mask, check_roundtrip_iou
@@ -14,6 +15,7 @@ from .ch08 import check_mask_loss_grad, check_maskrcnn_loss, check_smooth_l1, ch
 __all__ = ["check_batched_nms", "check_box_coder", "check_box_iou", "check_decode", "check_encode", "check_nms"]
 __all__ += ["check_fpn_forward", "check_pyramid_shapes", "check_roi_levels", "check_top_down"]
 __all__ += ["check_basic_block", "check_bottleneck", "check_feature_sizes", "check_frozen_batch_norm", "check_receptive_field"]
+__all__ += ["check_cell_anchors", "check_grid_anchors", "check_matcher", "check_rpn_loss"]
 __all__ += ["check_bilinear", "check_multiscale_roi_align", "check_roi_align_box", "check_roi_pool_bins"]
 __all__ += ["check_boxes_for_labels", "check_candidates", "check_fastrcnn_loss", "check_two_mlp_head"]
 __all__ += ["check_class_masks", "check_mask_targets", "check_paste_mask", "check_roundtrip_iou"]
