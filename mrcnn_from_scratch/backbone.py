@@ -60,7 +60,11 @@ def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1)
 
 
 class BasicBlock(nn.Module):
-    """relu(x + norm(conv3×3(relu(norm(conv3×3(x)))))), for ResNet-18/34. Output channels = width."""
+    """relu(x + norm(conv3×3(relu(norm(conv3×3(x)))))), for ResNet-18/34. Output channels = width.
+
+    The blocks add and apply ReLU in place (`+=`, `relu_`): the maps are large, and reusing their memory
+    saves time; autograd allows it because no backward step needs these outputs.
+    """
 
     expansion = 1
 
@@ -72,9 +76,10 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: Tensor[N, in_channels, H, W] -> Tensor[N, width, H / stride, W / stride]."""
-        out = torch.relu(self.norm1(self.conv1(x)))
+        out = torch.relu_(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
+        out += self.shortcut(x)
+        return torch.relu_(out)
 
 
 class Bottleneck(nn.Module):
@@ -92,10 +97,11 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: Tensor[N, in_channels, H, W] -> Tensor[N, 4·width, H / stride, W / stride]."""
-        out = torch.relu(self.norm1(self.conv1(x)))
-        out = torch.relu(self.norm2(self.conv2(out)))
+        out = torch.relu_(self.norm1(self.conv1(x)))
+        out = torch.relu_(self.norm2(self.conv2(out)))
         out = self.norm3(self.conv3(out))
-        return torch.relu(out + self.shortcut(x))
+        out += self.shortcut(x)
+        return torch.relu_(out)
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int, norm) -> nn.Module:

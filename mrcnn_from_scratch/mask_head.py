@@ -28,7 +28,7 @@ class MaskHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for conv in self.convs:
-            x = torch.relu(conv(x))
+            x = torch.relu_(conv(x))
         return x
 
 
@@ -44,7 +44,7 @@ class MaskPredictor(nn.Module):
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.logits(torch.relu(self.upsample(x)))
+        return self.logits(torch.relu_(self.upsample(x)))
 
 
 def mask_targets(gt_masks: Tensor, boxes: Tensor, matched_gt: Tensor, size: int) -> Tensor:

@@ -69,6 +69,8 @@ class MultiScaleRoIAlign(nn.Module):
         pooled = levels[0].new_zeros(len(rois), levels[0].shape[1], *self.output_size)
         for level, (feature, scale) in enumerate(zip(levels, scales)):
             index = torch.where(level_of_box == level)[0]
+            if len(index) == 0:  # nothing to pool here: skip the level's channels-last copy
+                continue
             # Under autocast the features are float16: pool in the boxes' float32, as torchvision does.
             pooled[index] = roi_align(feature.to(rois.dtype), rois[index], self.output_size, scale,
                                       self.sampling_ratio).to(pooled.dtype)

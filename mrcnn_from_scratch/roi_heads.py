@@ -58,6 +58,10 @@ class RoIHeads(nn.Module):
                 "masks": [D, 1, 28, 28] probabilities, not yet pasted into the image}; [] in training.
             losses: in training {"loss_classifier", "loss_box_reg", "loss_mask"}; {} in prediction.
         """
+        # Both poolers read each level as a [pixels, channels] table: lay the levels out that way once
+        # (channels-last memory) instead of once per pooler call.
+        features = {name: features[name].contiguous(memory_format=torch.channels_last)
+                    for name in self.box_roi_pool.featmap_names}
         if self.training:
             return [], self.training_losses(features, proposals, image_sizes, targets)
         return self.predict(features, proposals, image_sizes), {}

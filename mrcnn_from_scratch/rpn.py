@@ -36,7 +36,7 @@ class RPNHead(nn.Module):
         deltas Tensor[N, 4A, H_l, W_l] per level."""
         logits, deltas = [], []
         for x in features:
-            x = torch.relu(self.conv(x))
+            x = torch.relu_(self.conv(x))
             logits.append(self.cls_logits(x))
             deltas.append(self.bbox_pred(x))
         return logits, deltas
