@@ -20,8 +20,9 @@ test: setup
 	$(QUICK_ENV) $(PY) -m pytest tests
 	$(QUICK_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env notebooks
 
+# Jupyter refuses to run as root unless told to (as in many containers).
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: setup
 	$(PY) benchmarks/ops.py
