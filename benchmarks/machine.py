@@ -11,15 +11,17 @@ def cpu_name() -> str:
         return "unknown CPU"
 
 
-def median_seconds(fn, repeats: int, synchronize=lambda: None) -> float:
-    """Median wall time of `fn()` over `repeats` calls, after one warm-up call (allocator, thread pool,
-    lazy initialisation). `synchronize` waits for queued GPU work, so that it is counted."""
-    fn()
-    times = []
-    for _ in range(repeats):
+def median_seconds(ours, theirs, repeats: int, synchronize=lambda: None) -> tuple[float, float]:
+    """Median wall times of `ours()` and `theirs()` over `repeats` calls each, after one warm-up call of
+    each (allocator, thread pool, lazy initialisation). The calls alternate, so that a machine that gets
+    slower or faster during the run affects both sides alike. `synchronize` waits for queued GPU work."""
+    def seconds(fn):
         synchronize()
         start = time.perf_counter()
         fn()
         synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return time.perf_counter() - start
+
+    ours(), theirs()
+    times = [(seconds(ours), seconds(theirs)) for _ in range(repeats)]
+    return statistics.median(t for t, _ in times), statistics.median(t for _, t in times)

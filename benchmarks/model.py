@@ -80,8 +80,7 @@ def main():
     for case, step in [("training step (2 × 512×512, 3 objects each)", train_step),
                        ("inference (1 × 480×640)", infer)]:
         synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        ours_s = median_seconds(lambda: step(ours), args.repeats, synchronize)
-        theirs_s = median_seconds(lambda: step(theirs), args.repeats, synchronize)
+        ours_s, theirs_s = median_seconds(lambda: step(ours), lambda: step(theirs), args.repeats, synchronize)
         print(f"{case:44s} {ours_s:9.3f} {theirs_s:12.3f} {ours_s / theirs_s:7.2f}")
 
     if args.profile:

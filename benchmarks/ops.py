@@ -87,8 +87,7 @@ def main():
         )
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for name, ours, theirs in results:
-        ours_s = median_seconds(ours, args.repeats, synchronize)
-        theirs_s = median_seconds(theirs, args.repeats, synchronize)
+        ours_s, theirs_s = median_seconds(ours, theirs, args.repeats, synchronize)
         print(f"{name:34s} {ours_s * 1e3:10.1f} {theirs_s * 1e3:12.1f} {ours_s / theirs_s:7.2f}")
 
 
