@@ -28,13 +28,13 @@ bench: setup
 	$(PY) benchmarks/ops.py
 
 # The main job: the shapes data (made once), the small config trained on the CPU for its default budget
-# (`make train DEVICE=cuda` for a GPU), its COCO evaluation, and pictures of a few val images. Training
+# (`make train DEVICE=cuda AMP=1` for a GPU with mixed precision), its COCO evaluation, and pictures of a few val images. Training
 # always passes --resume: an interrupted run continues, a finished one is only evaluated again.
 train: setup
 	test -f datasets/shapes/annotations/instances_val.json || \
 		$(PY) -m mrcnn_from_scratch.data.shapes --out datasets/shapes --train 2000 --val 200 --size 128 --seed 0
 	$(PY) -m mrcnn_from_scratch train --data datasets/shapes --out runs/shapes --config small \
-		--device $(or $(DEVICE),cpu) --resume
+		--device $(or $(DEVICE),cpu) $(if $(AMP),--amp) --resume
 	$(PY) -m mrcnn_from_scratch evaluate --checkpoint runs/shapes/last.pt --data datasets/shapes \
 		--device $(or $(DEVICE),cpu)
 	$(PY) -m mrcnn_from_scratch predict --checkpoint runs/shapes/last.pt datasets/shapes/val/00000[0-5].png \

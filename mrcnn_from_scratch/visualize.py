@@ -32,7 +32,8 @@ def draw_detections(ax: Axes, image: torch.Tensor, detection: dict[str, torch.Te
     Returns the number of detections drawn. Each gets its own colour; where masks overlap, the one drawn
     later (lower score) is on top.
     """
-    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+    # Nearest-neighbour display: a 128-pixel image shown large stays sharp, pixel for pixel.
+    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy(), interpolation="nearest")
     keep = detection["scores"] >= score_thresh
     boxes, labels, scores = (detection[key][keep].tolist() for key in ("boxes", "labels", "scores"))
     masks = (detection["masks"][keep, 0] > mask_thresh).cpu().numpy()
@@ -44,7 +45,7 @@ def draw_detections(ax: Axes, image: torch.Tensor, detection: dict[str, torch.Te
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.5))
         ax.text(x1, y1, f"{label_name(label, class_names)} {score:.2f}", color="white", fontsize=8, va="bottom",
                 bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
-    ax.imshow(overlay)
+    ax.imshow(overlay, interpolation="nearest")
     ax.set_axis_off()
     return len(boxes)
 
