@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   python -m mrcnn_from_scratch train --data datasets/shapes --out runs/shapes
   python -m mrcnn_from_scratch evaluate --checkpoint runs/shapes/last.pt --data datasets/shapes
   python -m mrcnn_from_scratch predict --checkpoint runs/shapes/last.pt datasets/shapes/val/000000.png --out pictures
-  torchrun --nproc_per_node=2 -m mrcnn_from_scratch train --data DIR --out RUN     # several processes (DDP)
+  torchrun --standalone --nproc_per_node=2 -m mrcnn_from_scratch train --data DIR --out RUN   # DDP
 """
 
 

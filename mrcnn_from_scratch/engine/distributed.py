@@ -1,6 +1,6 @@
 """Training on several processes with DistributedDataParallel, as launched by torchrun.
 
-    torchrun --nproc_per_node=N -m mrcnn_from_scratch train ...
+    torchrun --standalone --nproc_per_node=N -m mrcnn_from_scratch train ...
 
 torchrun starts N copies of the command and tells each its RANK, LOCAL_RANK and WORLD_SIZE through
 environment variables. Each process holds a full copy of the model, trains on its own share of every

@@ -1,7 +1,7 @@
 """The `train` command: the training loop, with validation, checkpoints and exact resumption.
 
     python -m mrcnn_from_scratch train --data DIR --out RUN [--config small|r50] [--iters N] [--resume] ...
-    torchrun --nproc_per_node=N -m mrcnn_from_scratch train ...        (several processes, see distributed.py)
+    torchrun --standalone --nproc_per_node=N -m mrcnn_from_scratch train ...   (several processes, see distributed.py)
 
 One step: load a batch, compute the five losses, check they are finite, backpropagate their sum, clip the
 gradients' norm, step the optimizer and the learning-rate schedule. Around the steps: validation on the
