@@ -30,11 +30,12 @@ bench: setup
 # The main job: the shapes data (made once), the small config trained for its default budget, its COCO
 # evaluation, and pictures of a few val images. Training always passes --resume: an interrupted run
 # continues, a finished one is only evaluated again.
-# On a CPU it trains as two processes (DistributedDataParallel over gloo) of one thread and 2 images each,
+# On a CPU it trains as two processes (DistributedDataParallel over gloo) of one thread, one data-loading
+# process and 2 images each,
 # 4 images per step as in the recipe: 1.65 times the steps per second of one process on a 2-core CPU.
 # `make train DEVICE=cuda AMP=1` trains on one GPU with mixed precision, 4 images per step.
 DEVICE ?= cpu
-TRAIN_CPU := -m torch.distributed.run --standalone --nproc_per_node=2 -m mrcnn_from_scratch train --batch-size 2
+TRAIN_CPU := -m torch.distributed.run --standalone --nproc_per_node=2 -m mrcnn_from_scratch train --batch-size 2 --workers 1
 TRAIN_GPU := -m mrcnn_from_scratch train $(if $(AMP),--amp)
 
 train: setup
