@@ -56,13 +56,17 @@ def make_image(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[int, l
         for _attempt in range(20):
             radius = rng.uniform(8, 28)
             cx, cy = rng.uniform(radius, WIDTH - radius), rng.uniform(radius, HEIGHT - radius)
-            if all(math.hypot(cx - x, cy - y) > radius + r + 2 for x, y, r in placed):
+            category = int(rng.choice(list(CATEGORIES)))
+            polygon = outline(CATEGORIES[category], cx, cy, radius, rng.uniform(0, math.pi), rng.uniform(0.4, 0.8))
+            # A plus sign's corners reach past `radius`, so the polygon itself must fit in the image.
+            inside = all(0 <= x <= WIDTH and 0 <= y <= HEIGHT for x, y in polygon)
+            # 1.06 · radius encloses every outline (a plus sign's corners: √(1 + 1/9) = 1.054).
+            apart = all(math.hypot(cx - x, cy - y) > 1.06 * (radius + r) + 2 for x, y, r in placed)
+            if inside and apart:
                 break
         else:
             continue
         placed.append((cx, cy, radius))
-        category = int(rng.choice(list(CATEGORIES)))
-        polygon = outline(CATEGORIES[category], cx, cy, radius, rng.uniform(0, math.pi), rng.uniform(0.4, 0.8))
         draw.polygon(polygon, fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
         objects.append((category, polygon))
     return image, objects
