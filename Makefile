@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Quick mode shortens only the long training cells of the notebooks (see README).
 QUICK_ENV := MRCNN_QUICK=1
 
-.PHONY: setup test lab bench train clean
+.PHONY: setup test test-perturbed lab bench train clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 test: setup
 	$(QUICK_ENV) $(PY) -m pytest tests
 	$(QUICK_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env notebooks
+
+# The equivalence tests again under other rounding: thread counts, MKL's and PyTorch's instruction sets,
+# oneDNN on and off (see tests/perturbations.sh). CI runs it after `make test`.
+test-perturbed: setup
+	bash tests/perturbations.sh $(PY)
 
 # Jupyter refuses to run as root unless told to (as in many containers).
 lab: setup

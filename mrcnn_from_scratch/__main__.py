@@ -4,9 +4,8 @@ Datasets follow COCO's layout: DIR/annotations/instances_{split}.json and the im
 """
 import argparse
 import ast
-import sys
 
-from .config import MaskRCNNConfig
+from .config import CONFIGS, MaskRCNNConfig
 from .engine.errors import TrainingDiverged, UsageError
 from .engine.evaluate import evaluate_checkpoint
 from .engine.predict import predict_images
@@ -18,6 +17,8 @@ EXAMPLES = """examples:
   python -m mrcnn_from_scratch train --data datasets/shapes --out runs/shapes
   python -m mrcnn_from_scratch evaluate --checkpoint runs/shapes/last.pt --data datasets/shapes
   python -m mrcnn_from_scratch predict --checkpoint runs/shapes/last.pt datasets/shapes/val/000000.png --out pictures
+  python -m mrcnn_from_scratch train --data datasets/mine --out runs/mine --init runs/shapes/last.pt   # fine-tune
+  python -m mrcnn_from_scratch train --data DIR --out RUN --config r50 --backbone-weights resnet50-0676ba61.pth
   torchrun --standalone --nproc_per_node=2 -m mrcnn_from_scratch train --data DIR --out RUN   # DDP
 """
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Train, evaluate and run Mask R-CNN from scratch.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
-    small, r50 = RECIPES["small"], RECIPES["r50"]
+    small, r50, finetune = RECIPES["small"], RECIPES["r50"], RECIPES["finetune"]
     devices = ["auto", "cpu", "cuda"]
 
     train = commands.add_parser(
@@ -68,8 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "(mrcnn_from_scratch/engine/recipe.py), or with --resume the run's own settings.")
     train.add_argument("--data", required=True, help="dataset folder: DIR/annotations/instances_{split}.json, DIR/{split}/")
     train.add_argument("--out", required=True, help="run folder for last.pt, metrics.jsonl, loss.png")
-    train.add_argument("--config", choices=list(RECIPES),
-                       help="small: ResNet-18-GN for 128-px images on a CPU (default); r50: torchvision's ResNet-50-FPN")
+    train.add_argument("--config", choices=list(CONFIGS),
+                       help="small: ResNet-18-GN for 128-px images on a CPU (default); r50: torchvision's ResNet-50-FPN "
+                            "(needs --backbone-weights)")
+    start = train.add_mutually_exclusive_group()
+    start.add_argument("--init", metavar="FILE",
+                       help="fine-tune: start from RUN/last.pt or torchvision's COCO maskrcnn_resnet50_fpn weights, "
+                            "with their architecture; class layers are re-made if the classes differ "
+                            f"(recipe: AdamW {finetune.lr}, {finetune.iters} iterations)")
+    start.add_argument("--backbone-weights", metavar="FILE",
+                       help="start the ResNet body from torchvision's ImageNet weights (resnet18/34/50/101-*.pth)")
     train.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                        help="change config fields, e.g. --set min_size=256 max_size=256")
     train.add_argument("--device", choices=devices, default="auto", help="default: cuda if there is a GPU")
@@ -81,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"images per step and process (small: {small.batch_size}, r50: {r50.batch_size})")
     train.add_argument("--lr", type=float,
                        help=f"peak learning rate (small: AdamW, {small.lr}; r50: SGD, {r50.lr} per {r50.lr_batch} images)")
+    train.add_argument("--photometric", action="store_true", default=None,
+                       help="colour augmentation (brightness, contrast, saturation, hue) for real photographs")
     train.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
     train.add_argument("--threads", type=positive_int, default=1,
                        help="CPU threads for PyTorch's operators (default: 1; see TrainOptions.threads)")

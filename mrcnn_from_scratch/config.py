@@ -3,7 +3,7 @@
 `MaskRCNNConfig()` holds torchvision's `maskrcnn_resnet50_fpn` defaults. `small_config()` is a recipe
 for training from scratch on a CPU in minutes (chapter 09 explains each choice).
 """
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass
@@ -45,6 +45,9 @@ class MaskRCNNConfig:
     box_positive_fraction: float = 0.25
     box_representation_size: int = 1024  # fc6 and fc7
     mask_channels: int = 256  # of the mask head's convolutions
+    # The FPN rule that picks a level per RoI: a box of roi_canonical_scale pixels (ImageNet's 224 at
+    # torchvision's 800-pixel images) is pooled from P4, each halving of its side moves it one level down.
+    roi_canonical_scale: int = 224
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
@@ -60,8 +63,9 @@ class MaskRCNNConfig:
 def small_config(num_classes: int, class_names: tuple[str, ...] = ()) -> MaskRCNNConfig:
     """A Mask R-CNN sized for 128-pixel images and a CPU: a narrow ResNet-18 with GroupNorm (batch
     statistics of a few small images are too noisy for BatchNorm, and there are no ImageNet statistics
-    to freeze), a 64-channel FPN, anchors halved to fit small objects, and RoI counts cut to what a
-    handful of objects per image needs."""
+    to freeze), a 64-channel FPN, anchors halved to fit small objects, RoI counts cut to what a
+    handful of objects per image needs, and the RoI level rule scaled with the images: 224 · 128 / 800
+    is 36 pixels, so that RoIs spread over P2–P5 as they do at torchvision's size."""
     return MaskRCNNConfig(
         num_classes=num_classes, class_names=class_names,
         depth=18, width=32, norm="gn", trainable_stages=5, fpn_channels=64,
@@ -71,7 +75,7 @@ def small_config(num_classes: int, class_names: tuple[str, ...] = ()) -> MaskRCN
         rpn_post_nms_top_n_train=300, rpn_post_nms_top_n_test=100,
         rpn_batch_size_per_image=128,
         box_batch_size_per_image=64, box_representation_size=256, mask_channels=64,
-        box_detections_per_img=20,
+        box_detections_per_img=20, roi_canonical_scale=36,
     )
 
 

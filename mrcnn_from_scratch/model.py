@@ -44,10 +44,10 @@ class MaskRCNN(nn.Module):
             {"training": c.rpn_post_nms_top_n_train, "testing": c.rpn_post_nms_top_n_test}, c.rpn_nms_thresh)
         levels = ["0", "1", "2", "3"]  # P2–P5: the heads never pool from P6
         self.roi_heads = RoIHeads(
-            MultiScaleRoIAlign(levels, 7, sampling_ratio=2),
+            MultiScaleRoIAlign(levels, 7, sampling_ratio=2, canonical_scale=c.roi_canonical_scale),
             TwoMLPHead(c.fpn_channels * 7 * 7, c.box_representation_size),
             FastRCNNPredictor(c.box_representation_size, c.num_classes),
-            MultiScaleRoIAlign(levels, 14, sampling_ratio=2),
+            MultiScaleRoIAlign(levels, 14, sampling_ratio=2, canonical_scale=c.roi_canonical_scale),
             MaskHead(c.fpn_channels, c.mask_channels),
             MaskPredictor(c.mask_channels, c.mask_channels, c.num_classes),
             c.box_fg_iou_thresh, c.box_bg_iou_thresh, c.box_batch_size_per_image, c.box_positive_fraction,

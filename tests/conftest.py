@@ -1,6 +1,22 @@
-"""Shared test inputs: feature maps and boxes that cover the cases RoI ops get wrong."""
+"""Shared test inputs: feature maps and boxes that cover the cases RoI ops get wrong.
+
+Set MRCNN_TEST_MKLDNN=0 to run the suite with oneDNN (mkldnn) convolutions switched off: one of the
+perturbations in tests/perturbations.sh that change rounding but not meaning.
+"""
+import os
+
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    if os.environ.get("MRCNN_TEST_MKLDNN") == "0":
+        torch.backends.mkldnn.enabled = False
+
+
+def pytest_report_header(config):
+    return (f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"{torch.get_num_threads()} threads, mkldnn {'on' if torch.backends.mkldnn.enabled else 'off'}")
 
 
 def random_boxes(gen: torch.Generator, count: int, height: float, width: float, dtype=torch.float64):
@@ -44,3 +60,35 @@ def make_rois(seed: int, n_images: int, image_size: tuple[float, float], per_ima
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(0)
+
+
+# float32's machine epsilon (2^-23): the spacing of floats just above 1.
+FLOAT32_EPS = torch.finfo(torch.float32).eps
+
+
+def assert_as_accurate_as(ours: torch.Tensor, theirs: torch.Tensor, truth: torch.Tensor, name: str = "",
+                          factor: float = 4.0) -> None:
+    """Check a float32 result of ours against torchvision's float32 result and the float64 truth.
+
+    Two implementations that add the same terms in another order differ in their last bits, and by how
+    much depends on the CPU: its vector width, whether it fuses multiply-adds, which kernel the BLAS
+    library picks for it. So the two float32 results are not compared with each other. Each is compared
+    with the float64 result (float64 rounds 2^29 times more finely, so it is the truth to float32's
+    precision), and ours may be off by at most `factor` times torchvision's own float32 error on this
+    machine, plus 4 ulps of the largest value (for results torchvision happens to get exactly).
+
+    Why a factor of 4: both sides do the same operations, so both errors obey the same bound
+    (terms summed × eps × their magnitudes); the order only changes which roundings happen, which moves
+    the largest error over thousands of outputs by a small factor. A real bug (a pixel off, a wrong bin,
+    a wrong pyramid level) moves outputs by a sizeable part of their scale: thousands of times more.
+    """
+    if ours.shape != theirs.shape or ours.shape != truth.shape:
+        raise AssertionError(f"{name}: shapes {tuple(ours.shape)}, {tuple(theirs.shape)}, {tuple(truth.shape)}")
+    if truth.numel() == 0:
+        return
+    truth = truth.double()
+    our_error = (ours.double() - truth).abs().max().item()
+    their_error = (theirs.double() - truth).abs().max().item()
+    bound = factor * their_error + 4 * FLOAT32_EPS * truth.abs().max().item()
+    assert our_error <= bound, (f"{name}: ours is {our_error:.3g} from the float64 truth, torchvision "
+                                f"{their_error:.3g}: more than the bound {bound:.3g}")

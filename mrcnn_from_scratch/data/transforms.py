@@ -35,6 +35,14 @@ class DetectionTransform:
         return f"{type(self).__name__}({self.transform!r})"
 
 
-def train_transforms(flip_prob: float = 0.5) -> DetectionTransform:
-    """The training augmentation: a random horizontal flip, as in torchvision's Mask R-CNN recipe."""
-    return DetectionTransform(v2.RandomHorizontalFlip(flip_prob))
+def train_transforms(flip_prob: float = 0.5, photometric: bool = False) -> DetectionTransform:
+    """The training augmentation: a random horizontal flip, as in torchvision's Mask R-CNN recipe.
+
+    photometric: also distort brightness, contrast, saturation and hue (and sometimes swap the colour
+    channels), each with probability 1/2, as SSD's recipe does. Real photographs vary in lighting and
+    camera; synthetic shapes do not, so it is off by default (`train --photometric` turns it on).
+    Scale jitter is not done here but by the model's transform: give MaskRCNNConfig.min_size several sizes
+    (`--set min_size=(96,112,128)`) and each training image is resized to one of them at random.
+    """
+    flip = v2.RandomHorizontalFlip(flip_prob)
+    return DetectionTransform(v2.Compose([v2.RandomPhotometricDistort(), flip]) if photometric else flip)

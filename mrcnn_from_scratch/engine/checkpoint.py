@@ -3,7 +3,7 @@
 A checkpoint is a dict:
     "model": the model's state_dict;  "config": MaskRCNNConfig as a dict (class_names included);
     "class_names": names of labels 1..K;  "iteration": steps done;  "train_seconds": time spent on them;
-    "settings": what defines the run (train.RUN_SETTINGS);  "optimizer", "scheduler", "scaler": their
+    "settings": what defines the run (settings.RUN_SETTINGS);  "optimizer", "scheduler", "scaler": their
     state_dicts;  "rng": per process {"torch", "cuda", "numpy", "python"} generator states;
     "data_order": {"seed", "batch_size", "world_size", "next_step"}: with ShuffledBatches, the position
     in the data order is just the next step's number.

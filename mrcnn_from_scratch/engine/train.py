@@ -14,13 +14,12 @@ are saved (one set per process); and the data order is a function of (seed, step
 """
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ..config import CONFIGS, MaskRCNNConfig
+from ..config import MaskRCNNConfig
 from ..data import collate_fn
 from ..model import MaskRCNN
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_atomically
@@ -30,40 +29,10 @@ from .errors import TrainingDiverged, UsageError
 from .evaluate import coco_metrics, predict_dataset
 from .layout import class_names_of, open_split
 from .logbook import MetricsLog, plot_losses
-from .recipe import RECIPES, build_optimizer, build_scheduler, default_lr
+from .recipe import RECIPES, build_optimizer, build_scheduler
+from .settings import TrainOptions, build_config, load_initial_weights, resolve_settings
 
-# The settings that define a run. A new run takes them from the options, then the recipe; --resume takes
-# them from the checkpoint, and refuses options that contradict them.
-RUN_SETTINGS = ("config", "config_overrides", "iters", "epochs", "batch_size", "lr", "seed", "train_split")
-
-
-@dataclass
-class TrainOptions:
-    """The command's options; None means "the recipe's default" (or, when resuming, "the run's")."""
-
-    data: str | Path
-    out: str | Path
-    config: str | None = None  # "small" (the default) or "r50"
-    config_overrides: dict | None = None  # MaskRCNNConfig fields to change, e.g. {"min_size": (64,)}
-    device: str = "auto"
-    amp: bool = False  # mixed precision (float16 autocast and a GradScaler), CUDA only
-    iters: int | None = None
-    epochs: int | None = None
-    batch_size: int | None = None  # per process
-    lr: float | None = None
-    workers: int = 2  # data-loading processes
-    # PyTorch's CPU threads during training. One by default: the small model's operators are too small to
-    # gain much from a second thread (0.55 -> 0.42 s per step of 8 images on a quiet 2-core CPU), and when
-    # any other program keeps a core busy, threads that wait for each other make every step many times
-    # slower (11.4 s per step, against 0.62 s on one thread, on that machine with a notebook running).
-    threads: int = 1
-    seed: int | None = None  # 0 by default
-    resume: bool = False
-    train_split: str | None = None  # "train" by default
-    val_split: str = "val"
-    val_every: int | None = None  # 0: validate only at the end
-    checkpoint_every: int | None = None
-    log_every: int = 1  # write a metrics line every so many iterations
+__all__ = ["TrainOptions", "Training", "resolve_settings", "train"]
 
 
 def train(options: TrainOptions) -> Path:
@@ -76,40 +45,6 @@ def train(options: TrainOptions) -> Path:
     finally:
         torch.set_num_threads(threads)
         end_process(process)
-
-
-def resolve_settings(options: TrainOptions, stored: dict | None, dataset_size: int, world_size: int) -> dict:
-    """The run's settings (RUN_SETTINGS): from the checkpoint when resuming, else options and recipe."""
-    if stored is not None:
-        conflicts = [f"{name} {getattr(options, name)!r} (the run has {stored[name]!r})" for name in RUN_SETTINGS
-                     if getattr(options, name) is not None and getattr(options, name) != stored[name]]
-        if conflicts:
-            raise UsageError("--resume continues a run with its own settings, but these options differ: "
-                             + "; ".join(conflicts))
-        return dict(stored)
-    config = options.config or "small"
-    if config not in RECIPES:
-        raise UsageError(f"unknown config {config!r} (known: {', '.join(RECIPES)})")
-    if options.iters is not None and options.epochs is not None:
-        raise UsageError("give --iters or --epochs, not both")
-    recipe = RECIPES[config]
-    batch_size = options.batch_size or recipe.batch_size
-    batches_per_epoch = ShuffledBatches(dataset_size, batch_size, 0, 0, world_size).batches_per_epoch
-    epochs = options.epochs or (recipe.epochs if options.iters is None else None)
-    iters = options.iters or (epochs * batches_per_epoch if epochs else recipe.iters)
-    return {"config": config, "config_overrides": dict(options.config_overrides or {}), "iters": iters,
-            "epochs": epochs, "batch_size": batch_size, "lr": options.lr or default_lr(recipe, batch_size * world_size),
-            "seed": 0 if options.seed is None else options.seed, "train_split": options.train_split or "train"}
-
-
-def build_config(settings: dict, class_names: tuple[str, ...]) -> MaskRCNNConfig:
-    """The config named in the settings for these classes, with the settings' overrides."""
-    config = CONFIGS[settings["config"]](len(class_names) + 1, class_names)
-    try:
-        return config.replace(**settings["config_overrides"])
-    except TypeError:
-        fields = ", ".join(f for f in config.to_dict() if f not in ("num_classes", "class_names"))
-        raise UsageError(f"unknown config field in {settings['config_overrides']}; the fields are: {fields}") from None
 
 
 def to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device) -> tuple[list, list]:
@@ -153,7 +88,10 @@ class Training:
             self.config = MaskRCNNConfig(**stored["config"])
         else:
             self.config = build_config(self.settings, self.class_names)
-        self.model = MaskRCNN(self.config).to(self.device)
+        self.model = MaskRCNN(self.config)
+        if not stored:
+            load_initial_weights(self.model, self.settings, process.is_main)
+        self.model.to(self.device)
         self.optimizer = build_optimizer(self.recipe, self.model, self.settings["lr"])
         self.scheduler = build_scheduler(self.optimizer, self.recipe, self.total_iters)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=options.amp)
@@ -202,7 +140,8 @@ class Training:
         order = ShuffledBatches(len(train_set), settings["batch_size"], settings["seed"], self.process.rank,
                                 self.process.world_size, start=self.iteration)
         return torch.utils.data.DataLoader(
-            AugmentedSamples(train_set, train_transforms()), batch_sampler=order, collate_fn=collate_fn,
+            AugmentedSamples(train_set, train_transforms(photometric=bool(settings["photometric"]))),
+            batch_sampler=order, collate_fn=collate_fn,
             num_workers=self.options.workers, worker_init_fn=seed_worker,
             generator=torch.Generator().manual_seed(settings["seed"]), pin_memory=self.device.type == "cuda")
 
