@@ -4,6 +4,7 @@ Datasets follow COCO's layout: DIR/annotations/instances_{split}.json and the im
 """
 import argparse
 import ast
+import math
 
 from .config import CONFIGS, MaskRCNNConfig
 from .engine.errors import TrainingDiverged, UsageError
@@ -51,8 +52,34 @@ def parse_overrides(pairs: list[str]) -> dict:
             value = tuple(value)
         if isinstance(defaults[name], tuple) and not isinstance(value, tuple):
             value = (value,)
+        problem = value_problem(name, value, defaults[name])
+        if problem:
+            raise UsageError(f"--set {pair}: {problem}")
         overrides[name] = value
     return overrides
+
+
+def value_problem(name: str, value, default) -> str | None:
+    """What is wrong with `value` for the config field `name` whose default is `default`, or None.
+
+    Checked before anything runs, so that a typo fails in a second rather than at the first step.
+    """
+    def is_number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if isinstance(default, tuple):
+        wrong = [x for x in value if not (is_number(x) and x > 0)]
+        return f"expected positive numbers, such as {default}" if wrong or not value else None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "expected True or False"
+    if isinstance(default, int):
+        least = 0 if name == "trainable_stages" else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            return f"expected a whole number of at least {least}, such as {default}"
+        return None
+    if isinstance(default, float):
+        return None if is_number(value) and value >= 0 else f"expected a number of at least 0, such as {default}"
+    return None if isinstance(value, str) else f"expected a word, such as {default}"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,8 +64,11 @@ def small_config(num_classes: int, class_names: tuple[str, ...] = ()) -> MaskRCN
     """A Mask R-CNN sized for 128-pixel images and a CPU: a narrow ResNet-18 with GroupNorm (batch
     statistics of a few small images are too noisy for BatchNorm, and there are no ImageNet statistics
     to freeze), a 64-channel FPN, anchors halved to fit small objects, RoI counts cut to what a
-    handful of objects per image needs, and the RoI level rule scaled with the images: 224 · 128 / 800
-    is 36 pixels, so that RoIs spread over P2–P5 as they do at torchvision's size."""
+    handful of objects per image needs, and a RoI level rule for small images: each RoI is pooled from
+    the coarsest level on which it still spans the box head's 7 cells, so a 112-pixel box (7 cells of
+    P4's stride 16) goes to P4, a 56-pixel one to P3 and smaller ones to P2. (Scaling torchvision's 224
+    with the image, 224 · 128 / 800 = 36, sends 30-pixel objects to P3 and P4, whose 16 and 8-cell maps
+    are too coarse for their masks: it cost a third of the mask AP at step 500; docs/benchmarks.md.)"""
     return MaskRCNNConfig(
         num_classes=num_classes, class_names=class_names,
         depth=18, width=32, norm="gn", trainable_stages=5, fpn_channels=64,
@@ -75,7 +78,7 @@ def small_config(num_classes: int, class_names: tuple[str, ...] = ()) -> MaskRCN
         rpn_post_nms_top_n_train=300, rpn_post_nms_top_n_test=100,
         rpn_batch_size_per_image=128,
         box_batch_size_per_image=64, box_representation_size=256, mask_channels=64,
-        box_detections_per_img=20, roi_canonical_scale=36,
+        box_detections_per_img=20, roi_canonical_scale=112,
     )
 
 

@@ -32,6 +32,8 @@ def test_box_iou_by_hand():
 def test_box_area_and_iou_match_torchvision(boxes, dtype):
     boxes = boxes.to(dtype) if dtype.is_floating_point else boxes.round().to(dtype)
     valid = boxes[box_area(boxes) > 0]  # IoU of two empty boxes is 0/0 in both libraries
+    # Exact: both sides evaluate the same formula, operation by operation, and each IEEE operation is
+    # correctly rounded, so any CPU gives both the same bits (no sum whose order could differ).
     torch.testing.assert_close(box_area(boxes), torchvision.ops.box_area(boxes), atol=0, rtol=0)
     torch.testing.assert_close(box_iou(valid, valid[:20]), torchvision.ops.box_iou(valid, valid[:20]), atol=0, rtol=0)
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from mrcnn_from_scratch.backbone import BasicBlock, Bottleneck, FrozenBatchNorm2d, ResNet, conv
+from mrcnn_from_scratch.backbone import BasicBlock, Bottleneck, ResNet, conv
 from mrcnn_from_scratch.exercises import (
     check_basic_block,
     check_bottleneck,

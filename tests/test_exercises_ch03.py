@@ -11,7 +11,6 @@ from torchvision.ops.poolers import LevelMapper
 
 from mrcnn_from_scratch.exercises import check_fpn_forward, check_pyramid_shapes, check_roi_levels, check_top_down
 from mrcnn_from_scratch.exercises.ch03 import reference_roi_levels, reference_top_down
-from mrcnn_from_scratch.fpn import FeaturePyramidNetwork
 
 
 # --------------------------------------------------------------- correct implementations

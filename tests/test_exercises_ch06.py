@@ -4,13 +4,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from torchvision.models.detection import roi_heads as tv_roi_heads
 from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 from torchvision.models.detection.faster_rcnn import TwoMLPHead as TorchvisionTwoMLPHead
 
-from mrcnn_from_scratch import ops
 from mrcnn_from_scratch.box_head import TwoMLPHead
 from mrcnn_from_scratch.exercises import check_boxes_for_labels, check_candidates, check_fastrcnn_loss, check_two_mlp_head
 

@@ -1,29 +1,74 @@
-"""The model learns: a short training of the small config from random init, on shapes data it has never
-seen, must reach mask AP50 >= 0.5 on the val split.
+"""The model learns, and what it learned transfers.
 
-This is a test of learning, not of speed: it trains a fixed number of iterations of the default recipe
-(300 steps of 4 images, about two minutes on one core of a quiet 2-core CPU, under the issue's 3
-minutes) and asserts only the AP. An untrained model scores about 0 here, so a broken loss, target,
-sampler or optimizer step fails it. Measured: AP50 0.568 (150 steps of 8 images, the same number of
-images, reached only 0.442: with this little time, more steps beat bigger ones).
+1. A short training of the small config from random init, on shapes data it has never seen, must reach
+   mask AP50 >= 0.5 on the val split.
+2. Fine-tuned from that shapes model (train --init, new class layers), a model learns another task, the
+   polygons dataset, better than one trained from random weights for the same number of steps.
+
+These are tests of learning, not of speed: they train fixed numbers of iterations and assert only AP.
+An untrained model scores about 0 here, so a broken loss, target, sampler, optimizer step or weight
+loading fails them. The measured numbers and the margins are in the docstrings of the tests.
 """
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from mrcnn_from_scratch.data import generate_shapes_dataset
 from mrcnn_from_scratch.engine.checkpoint import load_checkpoint
 from mrcnn_from_scratch.engine.logbook import read_metrics
 from mrcnn_from_scratch.engine.train import TrainOptions, train
 
 ITERATIONS = 300
+FINE_TUNING_ITERATIONS = 100
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_a_short_training_reaches_mask_ap50_of_one_half(tmp_path):
-    data = tmp_path / "shapes"
+def final_validation(run: Path) -> dict:
+    return [r for r in read_metrics(run / "metrics.jsonl") if r["type"] == "val"][-1]
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    """The default recipe for 300 steps of 4 images (about two minutes on one core) on a fresh shapes set."""
+    root = tmp_path_factory.mktemp("learning")
     # Seed 1, not make train's 0: the model is judged on images the default recipe was not tuned on.
-    generate_shapes_dataset(data, train=1200, val=100, size=128, seed=1, progress=False)
-    train(TrainOptions(data=data, out=tmp_path / "run", iters=ITERATIONS, workers=0, val_every=0))
+    generate_shapes_dataset(root / "shapes", train=1200, val=100, size=128, seed=1, progress=False)
+    train(TrainOptions(data=root / "shapes", out=root / "run", iters=ITERATIONS, workers=0, val_every=0))
+    return root / "run"
 
-    validation = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "val"]
-    assert [r["iteration"] for r in validation] == [ITERATIONS]
-    print(f"after {ITERATIONS} iterations "
-          f"({load_checkpoint(tmp_path / 'run' / 'last.pt')['train_seconds']:.0f} s of training): "
-          f"mask AP50 {validation[0]['segm.AP50']:.3f}, mask AP {validation[0]['segm.AP']:.3f}")
-    assert validation[0]["segm.AP50"] >= 0.5
+
+def test_a_short_training_reaches_mask_ap50_of_one_half(shapes_run):
+    """Measured on a 2-core Xeon: AP50 0.572 with small_config's roi_canonical_scale 112 (2026-12-02) and
+    0.568 with 224 (150 steps of 8 images, the same number of images, reached only 0.442: with this little
+    time, more steps beat bigger ones)."""
+    validation = final_validation(shapes_run)
+    assert validation["iteration"] == ITERATIONS
+    print(f"after {ITERATIONS} iterations ({load_checkpoint(shapes_run / 'last.pt')['train_seconds']:.0f} s of "
+          f"training): mask AP50 {validation['segm.AP50']:.3f}, mask AP {validation['segm.AP']:.3f}")
+    assert validation["segm.AP50"] >= 0.5
+
+
+@pytest.fixture(scope="module")
+def polygons(tmp_path_factory):
+    """50 training images of the independent polygons dataset: other classes, sizes and image shape."""
+    out = tmp_path_factory.mktemp("polygons")
+    subprocess.run([sys.executable, str(ROOT / "datasets" / "make_polygons.py"), "--out", str(out),
+                    "--train", "50", "--val", "50", "--seed", "3"], check=True, capture_output=True)
+    return out
+
+
+def test_fine_tuning_from_shapes_beats_random_weights(shapes_run, polygons, tmp_path):
+    """The same 100 steps of 4 images on 50 polygon images, at the same rate (AdamW 1e-3).
+
+    Measured (2026-12-02, one run): mask AP 0.252 fine-tuned, 0.082 from random weights; box AP 0.243 and
+    0.081. The test asks for half that margin, 0.08, since one run's spread is unknown; a fine-tuning
+    that loaded nothing useful would score as the random start."""
+    common = {"data": polygons, "iters": FINE_TUNING_ITERATIONS, "workers": 0, "val_every": 0}
+    train(TrainOptions(out=tmp_path / "random", config="small", **common))
+    train(TrainOptions(out=tmp_path / "fine_tuned", init=str(shapes_run / "last.pt"), **common))
+    random, fine_tuned = final_validation(tmp_path / "random"), final_validation(tmp_path / "fine_tuned")
+    print(f"after {FINE_TUNING_ITERATIONS} steps on 50 polygon images: mask AP {fine_tuned['segm.AP']:.3f} "
+          f"fine-tuned from shapes, {random['segm.AP']:.3f} from random weights")
+    assert fine_tuned["segm.AP"] >= random["segm.AP"] + 0.08

@@ -8,6 +8,7 @@ from mrcnn_from_scratch import MaskRCNN, small_config
 from mrcnn_from_scratch.__main__ import main
 from mrcnn_from_scratch.data import generate_shapes_dataset
 from mrcnn_from_scratch.engine.checkpoint import load_checkpoint
+from mrcnn_from_scratch.engine.recipe import RECIPES
 from mrcnn_from_scratch.engine.train import TrainOptions, train
 from mrcnn_from_scratch.pretrained import (CLASS_SPECIFIC_PREFIXES, load_backbone_weights, load_pretrained,
                                            pretrained_config)
@@ -141,7 +142,7 @@ def test_train_with_init_fine_tunes_with_new_class_layers(shapes, tmp_path, caps
     checkpoint = load_checkpoint(train(options))
     printed = capsys.readouterr().out
     assert "re-initialized 6 class-specific tensors" in printed and "training finetune" in printed
-    assert checkpoint["settings"]["lr"] == 1e-4  # the fine-tuning recipe
+    assert checkpoint["settings"]["lr"] == RECIPES["finetune"].lr
     assert checkpoint["config"]["width"] == 8 and checkpoint["config"]["box_score_thresh"] == 0.01
     assert checkpoint["config"]["num_classes"] == 4  # the shapes' three classes and the background
     # The stem was trained for two steps at a small rate: near the source's weights, not at a fresh draw.

@@ -1,4 +1,8 @@
-"""roi_pool against torchvision's C++ kernel: values, arg-max gradients, and rounding at exact halves."""
+"""roi_pool against torchvision's C++ kernel: values, arg-max gradients, and rounding at exact halves.
+
+Compared exactly (atol=0): a max-pooled bin is one of the input values, not a sum, so no rounding happens
+and every CPU gives the same bits; a wrong bin edge picks another value and fails.
+"""
 import pytest
 import torch
 import torchvision

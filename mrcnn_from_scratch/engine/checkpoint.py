@@ -62,12 +62,22 @@ def save_atomically(checkpoint: dict, path: Path) -> None:
         raise
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete what `save_atomically` left beside `path` when the process was killed mid-write."""
+    for temporary in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+        temporary.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict, on the CPU; UsageError if the file is missing."""
+    """The checkpoint dict, on the CPU; UsageError if the file is missing or cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path} (train writes RUN/last.pt)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # zip, pickle and torch errors differ between versions; all mean "damaged"
+        raise UsageError(f"cannot read the checkpoint {path}: it is damaged or not a checkpoint "
+                         f"({type(error).__name__}). Delete it to start the run again, or restore a copy") from None
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> MaskRCNN:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
 class Process:
@@ -34,6 +36,9 @@ def pick_device(name: str) -> torch.device:
     """"auto" -> CUDA if there is a GPU, else the CPU; "cpu" and "cuda" as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: PyTorch sees no CUDA GPU here (a CPU-only build, or no driver); "
+                         "use --device cpu")
     return torch.device(name)
 
 

@@ -27,7 +27,8 @@ from ..data import CocoInstances, collate_fn
 from .checkpoint import model_from_checkpoint
 from .distributed import pick_device
 from .errors import UsageError
-from .layout import class_names_of, open_split
+from .layout import class_names_of, open_split, split_paths
+from .outputs import check_output_file
 
 # COCOeval.stats, in order.
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -150,6 +151,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     Returns the metrics; writes them to `out` (default: eval.json beside the checkpoint).
     """
     dataset = open_split(data, split)
+    out = Path(out) if out is not None else Path(checkpoint).parent / "eval.json"
+    check_output_file(out, inputs=[Path(checkpoint), *split_paths(data, split)])
     torch_device = pick_device(device)
     model = model_from_checkpoint(checkpoint, torch_device)
     if model.config.class_names != class_names_of(dataset):
@@ -159,7 +162,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     results = predict_dataset(model, dataset, everything, torch_device, batch_size, workers, progress=True)
     print(f"{len(results)} detections on {len(dataset)} images of {data} ({split})")
     metrics = coco_metrics(dataset.coco, results, dataset.ids)
-    out = Path(out) if out is not None else Path(checkpoint).parent / "eval.json"
     out.write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"\nmask AP {metrics['segm.AP']:.3f} (AP50 {metrics['segm.AP50']:.3f}), "
           f"box AP {metrics['bbox.AP']:.3f}; written to {out}")

@@ -6,17 +6,33 @@ metrics.jsonl holds one JSON object per line, in order of iteration:
     {"type": "val", "iteration": 100, "segm.AP": ..., "bbox.AP": ..., ...}   after a validation
 """
 import json
+import warnings
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from .errors import UsageError
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics file. A half-written last line (the process was killed while writing
+    it) is left out with a warning; a bad line before it means the file was edited, and is an error."""
+    path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise UsageError(f"{path}, line {number}: not a JSON record; repair or delete the line") from None
+            warnings.warn(f"{path}: the last line was cut off (the run was stopped while writing it); left out",
+                          stacklevel=2)
+    return records
 
 
 class MetricsLog:

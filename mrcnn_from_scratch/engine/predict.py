@@ -3,7 +3,8 @@
     python -m mrcnn_from_scratch predict --checkpoint RUN/last.pt IMAGE... --out DIR [--score-thresh 0.5]
     python -m mrcnn_from_scratch predict --torchvision-weights FILE IMAGE... --out DIR
 
-writes DIR/<image name>.png for each image. The second form runs torchvision's COCO-trained weights
+writes DIR/<image name>.png for each image (<image name>_2.png, ... when names repeat or the picture
+would replace an input image). The second form runs torchvision's COCO-trained weights
 (maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth), downloaded by the user, in our model.
 """
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..visualize import save_detections
 from .checkpoint import model_from_checkpoint
 from .distributed import pick_device
 from .errors import UsageError
+from .outputs import picture_paths
 
 
 def read_image(path: str | Path) -> torch.Tensor:
@@ -60,10 +62,9 @@ def predict_images(images: list[str | Path], out: str | Path, checkpoint: str | 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for image_path in images:
+    for image_path, png in zip(images, picture_paths(images, out)):
         image = read_image(image_path)
         detection = {k: v.cpu() for k, v in model([image.to(torch_device)])[0].items()}
-        png = out / f"{Path(image_path).stem}.png"
         drawn = save_detections(png, image, detection, model.config.class_names, score_thresh)
         print(f"{image_path}: {drawn} detections with score >= {score_thresh} -> {png}")
         written.append(png)

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from ..config import MaskRCNNConfig
 from ..data import collate_fn
 from ..model import MaskRCNN
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_atomically
+from .checkpoint import (capture_rng_state, load_checkpoint, remove_stale_temporaries, restore_rng_state,
+                         save_atomically)
 from .data_order import AugmentedSamples, ShuffledBatches, seed_worker
 from .distributed import Process, end_process, gather_from_all, mean_over_processes, start_process
 from .errors import TrainingDiverged, UsageError
@@ -88,7 +89,10 @@ class Training:
             self.config = MaskRCNNConfig(**stored["config"])
         else:
             self.config = build_config(self.settings, self.class_names)
-        self.model = MaskRCNN(self.config)
+        try:
+            self.model = MaskRCNN(self.config)
+        except ValueError as error:  # a config value no part accepts, such as depth=20 or norm="ln"
+            raise UsageError(f"the config cannot be built: {error}") from None
         if not stored:
             load_initial_weights(self.model, self.settings, process.is_main)
         self.model.to(self.device)
@@ -108,6 +112,8 @@ class Training:
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", upto=self.iteration) if process.is_main else None
 
     def _existing_checkpoint(self) -> dict | None:
+        if self.process.is_main:
+            remove_stale_temporaries(self.checkpoint_path)
         if self.checkpoint_path.exists() and not self.options.resume:
             raise UsageError(f"{self.checkpoint_path} exists: pass --resume to continue that run, "
                              "or choose another --out")
