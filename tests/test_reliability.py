@@ -1,9 +1,11 @@
 """No command destroys a user's file, and interrupted runs leave nothing that stops the next one."""
+import json
+
 import pytest
 import torch
 
 from mrcnn_from_scratch.__main__ import main
-from mrcnn_from_scratch.data import generate_shapes_dataset
+from mrcnn_from_scratch.data import CocoInstances, generate_shapes_dataset
 from mrcnn_from_scratch.engine.checkpoint import load_checkpoint
 from mrcnn_from_scratch.engine.logbook import read_metrics
 from mrcnn_from_scratch.engine.outputs import picture_paths
@@ -102,3 +104,18 @@ def test_cuda_without_a_gpu_fails_in_one_line(shapes, tmp_path, capsys, monkeypa
     code, printed = run_cli(["train", "--data", str(shapes), "--out", str(tmp_path / "run"), "--device", "cuda"],
                             capsys)
     assert code == 2 and "no CUDA GPU" in printed and not (tmp_path / "run").exists()
+
+
+def test_duplicate_image_ids_and_undecodable_images_are_named(shapes, tmp_path):
+    dataset = json.loads((shapes / "annotations" / "instances_val.json").read_text())
+    dataset["images"][1]["id"] = dataset["images"][0]["id"]
+    (tmp_path / "dup.json").write_text(json.dumps(dataset))
+    with pytest.raises(ValueError, match=r"dup.json: image ids \[\d+\] are used by more than one image"):
+        CocoInstances(shapes / "val", tmp_path / "dup.json")
+    (tmp_path / "val").mkdir()
+    good = CocoInstances(shapes / "val", shapes / "annotations" / "instances_val.json")
+    first = good.coco.imgs[good.ids[0]]["file_name"]
+    (tmp_path / "val" / first).write_bytes((shapes / "val" / first).read_bytes()[:100])  # truncated
+    broken = CocoInstances(tmp_path / "val", shapes / "annotations" / "instances_val.json")
+    with pytest.raises(ValueError, match=rf"image {good.ids[0]} \({first}\): cannot decode"):
+        broken[0]

@@ -16,6 +16,7 @@ Annotations are checked when their image is loaded, not when the file is opened,
 """
 import contextlib
 import io
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,11 @@ class CocoInstances(torch.utils.data.Dataset):
             raise ValueError(f"{ann_file}: no categories")
         if len(self.coco.cats) != len(self.coco.dataset["categories"]):
             raise ValueError(f"{ann_file}: two categories share an id")
+        image_ids = Counter(image["id"] for image in self.coco.dataset.get("images", []))
+        repeated = sorted(image_id for image_id, count in image_ids.items() if count > 1)
+        if repeated:
+            raise ValueError(f"{ann_file}: image ids {repeated[:10]} are used by more than one image; "
+                             "an image's annotations would be paired with another image's pixels")
         self.ids = sorted(self.coco.imgs)
         self.label_to_cat_id = {label: cat_id for label, cat_id in enumerate(sorted(self.coco.cats), start=1)}
         self.cat_id_to_label = {cat_id: label for label, cat_id in self.label_to_cat_id.items()}
@@ -87,8 +93,11 @@ class CocoInstances(torch.utils.data.Dataset):
         path = self.image_dir / info["file_name"]
         if not path.is_file():
             raise FileNotFoundError(f"image {info['id']} ({info['file_name']}): file not found: {path}")
-        with Image.open(path) as file:
-            pixels = np.array(file.convert("RGB"))  # a writable copy, for torch.from_numpy
+        try:
+            with Image.open(path) as file:
+                pixels = np.array(file.convert("RGB"))  # a writable copy, for torch.from_numpy
+        except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for empty, truncated, corrupt files
+            raise ValueError(f"image {info['id']} ({info['file_name']}): cannot decode {path}: {error}") from None
         if pixels.shape[:2] != (info["height"], info["width"]):
             raise ValueError(
                 f"image {info['id']} ({info['file_name']}): the file is {pixels.shape[1]}×{pixels.shape[0]} "
