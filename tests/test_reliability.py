@@ -96,7 +96,7 @@ def test_resume_drops_a_half_written_last_metrics_line(shapes, run):
 def test_bad_config_values_fail_in_one_line_before_training(shapes, tmp_path, capsys, setting, message):
     code, printed = run_cli(["train", "--data", str(shapes), "--out", str(tmp_path / "run"), "--set", setting], capsys)
     assert code == 2 and message in printed and len(printed.strip().splitlines()) == 1
-    assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "run").exists()  # no run folder for a run that never started
 
 
 def test_cuda_without_a_gpu_fails_in_one_line(shapes, tmp_path, capsys, monkeypatch):
@@ -119,3 +119,16 @@ def test_duplicate_image_ids_and_undecodable_images_are_named(shapes, tmp_path):
     broken = CocoInstances(tmp_path / "val", shapes / "annotations" / "instances_val.json")
     with pytest.raises(ValueError, match=rf"image {good.ids[0]} \({first}\): cannot decode"):
         broken[0]
+
+
+def test_a_training_split_without_objects_is_refused(shapes, tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        (data / split).symlink_to(shapes / split)
+        dataset = json.loads((shapes / "annotations" / f"instances_{split}.json").read_text())
+        if split == "train":
+            dataset["annotations"] = [{**ann, "iscrowd": 1} for ann in dataset["annotations"]]
+        (data / "annotations" / f"instances_{split}.json").write_text(json.dumps(dataset))
+    code, printed = run_cli(["train", "--data", str(data), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "no annotations to learn from" in printed and not (tmp_path / "run").exists()

@@ -48,6 +48,17 @@ def train(options: TrainOptions) -> Path:
         end_process(process)
 
 
+def check_objects(dataset, split: str, verbose: bool) -> None:
+    """Refuse a training split with nothing to learn; say how many of its images have no objects."""
+    annotated = {ann["image_id"] for ann in dataset.coco.dataset.get("annotations", []) if not ann.get("iscrowd", 0)}
+    if not annotated:
+        raise UsageError(f"the {split} split has no annotations to learn from (crowd annotations, iscrowd 1, are "
+                         "left out): check its JSON")
+    empty = len(dataset) - len(annotated & set(dataset.ids))
+    if empty and verbose:
+        print(f"note: {empty} of the {len(dataset)} {split} images have no objects; they teach what background is")
+
+
 def to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device) -> tuple[list, list]:
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
@@ -73,6 +84,7 @@ class Training:
         if class_names_of(self.val_set) != self.class_names:
             raise UsageError(f"the {split} split has the classes {list(self.class_names)} but the "
                              f"{options.val_split} split has {list(class_names_of(self.val_set))}")
+        check_objects(train_set, split, process.is_main)
         stored_settings = stored["settings"] if stored else None
         self.settings = resolve_settings(options, stored_settings, len(train_set), process.world_size)
         self.recipe = RECIPES[self.settings["config"]]
@@ -109,6 +121,8 @@ class Training:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         self.batches = iter(self._training_loader(train_set))
+        if process.is_main:  # only now: a run that fails its checks leaves no folder behind
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", upto=self.iteration) if process.is_main else None
 
     def _existing_checkpoint(self) -> dict | None:
@@ -121,8 +135,6 @@ class Training:
             return load_checkpoint(self.checkpoint_path)
         if self.options.resume and self.process.is_main:
             print(f"--resume: no checkpoint in {self.run_dir} yet, so a new run starts")
-        if self.process.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
         return None
 
     def _load_state(self, stored: dict) -> None:
