@@ -57,6 +57,21 @@ def make_rois(seed: int, n_images: int, image_size: tuple[float, float], per_ima
     return torch.cat(rois)
 
 
+# A model small enough to train a few steps in a second, for the tests of the engine and the command line.
+TINY = {"min_size": (64,), "max_size": 64, "width": 8, "fpn_channels": 16, "box_representation_size": 32,
+        "mask_channels": 16}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """A tiny shapes dataset (8 train, 4 val images of 64 pixels) for the engine and command-line tests."""
+    from mrcnn_from_scratch.data import generate_shapes_dataset
+
+    out = tmp_path_factory.mktemp("shapes")
+    generate_shapes_dataset(out, train=8, val=4, size=64, seed=0, progress=False)
+    return out
+
+
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(0)

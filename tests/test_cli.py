@@ -11,19 +11,11 @@ import torchvision
 from PIL import Image
 
 from mrcnn_from_scratch.__main__ import main
-from mrcnn_from_scratch.data import generate_shapes_dataset
 from mrcnn_from_scratch.engine.checkpoint import load_checkpoint
 from mrcnn_from_scratch.engine.logbook import read_metrics
 
 TINY_SET = ["--set", "min_size=64", "max_size=64", "width=8", "fpn_channels=16", "box_representation_size=32",
             "mask_channels=16"]
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shapes")
-    generate_shapes_dataset(out, train=8, val=4, size=64, seed=0, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

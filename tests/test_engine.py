@@ -10,7 +10,6 @@ import torch
 
 from mrcnn_from_scratch import MaskRCNN
 from mrcnn_from_scratch.__main__ import main
-from mrcnn_from_scratch.data import generate_shapes_dataset
 from mrcnn_from_scratch.engine import train as train_module
 from mrcnn_from_scratch.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from mrcnn_from_scratch.engine.data_order import ShuffledBatches
@@ -19,8 +18,8 @@ from mrcnn_from_scratch.engine.logbook import LOSS_TERMS, read_metrics
 from mrcnn_from_scratch.engine.recipe import warmup_cosine
 from mrcnn_from_scratch.engine.train import TrainOptions, train
 
-TINY = {"min_size": (64,), "max_size": 64, "width": 8, "fpn_channels": 16, "box_representation_size": 32,
-        "mask_channels": 16}
+from conftest import TINY
+
 TINY_SET = ["--set", "min_size=64", "max_size=64", "width=8", "fpn_channels=16", "box_representation_size=32",
             "mask_channels=16"]
 CLASSES = ("square", "circle", "triangle")
@@ -33,13 +32,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shapes")
-    generate_shapes_dataset(out, train=8, val=4, size=64, seed=0, progress=False)
-    return out
 
 
 def tiny_options(shapes, out, **changes) -> TrainOptions:

@@ -6,7 +6,6 @@ import torchvision
 
 from mrcnn_from_scratch import MaskRCNN, small_config
 from mrcnn_from_scratch.__main__ import main
-from mrcnn_from_scratch.data import generate_shapes_dataset
 from mrcnn_from_scratch.engine.checkpoint import load_checkpoint
 from mrcnn_from_scratch.engine.recipe import RECIPES
 from mrcnn_from_scratch.engine.train import TrainOptions, train
@@ -14,8 +13,7 @@ from mrcnn_from_scratch.pretrained import (CLASS_SPECIFIC_PREFIXES, load_backbon
                                            pretrained_config)
 from mrcnn_from_scratch.torchvision_weights import rename_torchvision_key
 
-TINY = {"min_size": (64,), "max_size": 64, "width": 8, "fpn_channels": 16, "box_representation_size": 32,
-        "mask_channels": 16}
+from conftest import TINY
 
 
 def is_class_specific(key: str) -> bool:
@@ -116,13 +114,6 @@ def test_backbone_weights_from_an_imagenet_resnet(tmp_path, depth):
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(KeyError, match=r"missing keys \['stages.0.0.conv1.weight'\]"):
         load_backbone_weights(model, tmp_path / "broken.pth")
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shapes")
-    generate_shapes_dataset(out, train=8, val=4, size=64, seed=0, progress=False)
-    return out
 
 
 def test_r50_from_random_weights_is_refused(shapes, tmp_path, capsys):

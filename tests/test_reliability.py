@@ -5,21 +5,13 @@ import pytest
 import torch
 
 from mrcnn_from_scratch.__main__ import main
-from mrcnn_from_scratch.data import CocoInstances, generate_shapes_dataset
+from mrcnn_from_scratch.data import CocoInstances
 from mrcnn_from_scratch.engine.checkpoint import load_checkpoint
 from mrcnn_from_scratch.engine.logbook import read_metrics
 from mrcnn_from_scratch.engine.outputs import picture_paths
 from mrcnn_from_scratch.engine.train import TrainOptions, train
 
-TINY = {"min_size": (64,), "max_size": 64, "width": 8, "fpn_channels": 16, "box_representation_size": 32,
-        "mask_channels": 16}
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shapes")
-    generate_shapes_dataset(out, train=6, val=3, size=64, seed=0, progress=False)
-    return out
+from conftest import TINY
 
 
 @pytest.fixture(scope="module")
