@@ -43,19 +43,23 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, Tensor], MaskRCNNConfig | None]:
-    """A weights file as (state dict under our names, the config it was trained with or None).
-
-    Our checkpoints carry their config; torchvision's files are bare state dicts. The safe loader is
-    used: a weights file runs no code.
-    """
+def load_file(path: str | Path):
+    """What a weights file holds, on the CPU, read with the safe loader (a weights file runs no code)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch errors differ by version; all mean "not a weights file"
         raise ValueError(f"{path}: not a PyTorch weights file ({type(error).__name__}: {error})") from None
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, Tensor], MaskRCNNConfig | None]:
+    """A whole-model weights file as (state dict under our names, the config it was trained with or None).
+
+    Our checkpoints carry their config; torchvision's files are bare state dicts.
+    """
+    content = load_file(path)
     if isinstance(content, dict) and "model" in content and "config" in content:
         return content["model"], MaskRCNNConfig(**content["config"])
     if isinstance(content, dict) and all(isinstance(value, Tensor) for value in content.values()):
@@ -114,10 +118,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> LoadReport:
 
     The FPN, RPN and heads keep their fresh initialization. The classifier `fc` is not used.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = load_file(path)
     if not isinstance(state_dict, dict) or "conv1.weight" not in state_dict:
         raise ValueError(f"{path}: not a torchvision ResNet state dict (it has no conv1.weight)")
     config = model.config

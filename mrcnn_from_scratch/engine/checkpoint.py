@@ -21,6 +21,7 @@ import torch
 
 from ..config import MaskRCNNConfig
 from ..model import MaskRCNN
+from ..pretrained import load_file
 from .errors import UsageError
 
 
@@ -70,14 +71,13 @@ def remove_stale_temporaries(path: Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict, on the CPU; UsageError if the file is missing or cannot be read."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint not found: {path} (train writes RUN/last.pt)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # zip, pickle and torch errors differ between versions; all mean "damaged"
-        raise UsageError(f"cannot read the checkpoint {path}: it is damaged or not a checkpoint "
-                         f"({type(error).__name__}). Delete it to start the run again, or restore a copy") from None
+        return load_file(path)
+    except FileNotFoundError:
+        raise UsageError(f"checkpoint not found: {path} (train writes RUN/last.pt)") from None
+    except ValueError:
+        raise UsageError(f"cannot read the checkpoint {path}: it is damaged or not a checkpoint. Delete it to "
+                         "start the run again, or restore a copy") from None
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> MaskRCNN:

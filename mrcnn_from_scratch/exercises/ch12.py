@@ -28,10 +28,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from torch import Tensor
 
 from ..config import small_config
+from ..data.convert import mask_annotation
 from ..model import MaskRCNN, maskrcnn_resnet50_fpn
 from ..poolers import box_levels
 from ._checking import Case, run_cases, tensor_problem
@@ -52,28 +52,21 @@ def _show_object(item: Any) -> str:
     mask, bbox, area = item
     if isinstance(mask, (np.ndarray, Tensor)):
         shape = "×".join(str(side) for side in mask.shape)
-        pixels = int(np.asarray(mask).astype(bool).sum()) if isinstance(mask, np.ndarray) else int(mask.bool().sum())
+        pixels = int((mask != 0).sum())
         mask = f"<mask {shape} {str(mask.dtype).replace('torch.', '')}, {pixels} pixels>"
-    if isinstance(bbox, (np.ndarray, Tensor, list, tuple)):
-        try:
-            bbox = "[" + ", ".join(f"{float(v):g}" for v in bbox) + "]"
-        except (TypeError, ValueError):
-            pass
+    if isinstance(bbox, (np.ndarray, Tensor, list, tuple)) and all(isinstance(v, (int, float, np.number))
+                                                                    for v in bbox):
+        bbox = "[" + ", ".join(f"{float(v):g}" for v in bbox) + "]"
     return f"({mask}, {bbox}, {area!r})"
 
 
 def reference_instances_from_mask(ids: np.ndarray) -> list:
-    """pycocotools' encoding of each object's mask gives its box and area, as the converter writes them."""
+    """The converter's own box and area of each object's mask (pycocotools' encoding of it)."""
     objects = _Objects()
     for object_id in np.unique(ids[ids != 0]):
-        mask = ids == object_id
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        objects.append((mask, [float(v) for v in mask_utils.toBbox(rle)], int(mask_utils.area(rle))))
+        annotation = mask_annotation(ids == object_id)
+        objects.append((ids == object_id, annotation["bbox"], annotation["area"]))
     return objects
-
-
-def _ids_case(name: str, ids: np.ndarray, hint: str = "") -> Case:
-    return Case(name, {"ids": ids}, hint)
 
 
 def _pedestrian_ids() -> np.ndarray:
@@ -101,18 +94,18 @@ def check_instances_from_mask(fn: Callable) -> bool:
     single = np.zeros((5, 6), dtype=np.uint8)
     single[2, 3] = 1
     cases = [
-        _ids_case("three pedestrians, ids 1 to 3", _pedestrian_ids(), how),
-        _ids_case("ids with gaps: 3, 7 and 12", gaps,
-                  "the ids need not run 1, 2, 3: take the values that occur (np.unique), not range(1, ids.max() + 1), "
-                  "and skip 0, the background"),
-        _ids_case("a one-pixel object", single,
-                  "COCO's width is the number of columns the mask spans: a one-pixel object has w = h = 1, "
-                  "so w = last column - first column + 1"),
-        _ids_case("objects touching the image's borders, 16-bit ids", edges,
-                  "the box is [x, y, w, h] (COCO's order), not (x1, y1, x2, y2)"),
-        _ids_case("one object in two parts", split,
-                  "all pixels with the same id are one object, even when they do not touch: its box spans both parts"),
-        _ids_case("only background", np.zeros((6, 7), dtype=np.uint8), "with no object, return an empty list"),
+        Case("three pedestrians, ids 1 to 3", {"ids": _pedestrian_ids()}, how),
+        Case("ids with gaps: 3, 7 and 12", {"ids": gaps},
+             "the ids need not run 1, 2, 3: take the values that occur (np.unique), not range(1, ids.max() + 1), "
+             "and skip 0, the background"),
+        Case("a one-pixel object", {"ids": single},
+             "COCO's width is the number of columns the mask spans: a one-pixel object has w = h = 1, "
+             "so w = last column - first column + 1"),
+        Case("objects touching the image's borders, 16-bit ids", {"ids": edges},
+             "the box is [x, y, w, h] (COCO's order), not (x1, y1, x2, y2)"),
+        Case("one object in two parts", {"ids": split},
+             "all pixels with the same id are one object, even when they do not touch: its box spans both parts"),
+        Case("only background", {"ids": np.zeros((6, 7), dtype=np.uint8)}, "with no object, return an empty list"),
     ]
 
     def compare(received, expected, case):
@@ -246,9 +239,8 @@ def reference_level_histogram(boxes: Tensor, canonical_scale: int) -> Tensor:
 
 def _squares(sides: list[float], dtype: torch.dtype = torch.float32) -> Tensor:
     """Square boxes with the given sides, at (10, 10)."""
-    sides_t = torch.tensor(sides, dtype=dtype)
-    return torch.stack([torch.full_like(sides_t, 10.0), torch.full_like(sides_t, 10.0), 10 + sides_t, 10 + sides_t],
-                       dim=1).reshape(-1, 4)
+    side = torch.tensor(sides, dtype=dtype)[:, None]
+    return torch.cat([torch.full_like(side, 10.0).expand(-1, 2), 10 + side.expand(-1, 2)], dim=1)
 
 
 def _random_boxes(seed: int, count: int, image_size: int) -> Tensor:
