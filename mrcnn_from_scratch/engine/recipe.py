@@ -11,10 +11,9 @@ import torch
 from torch import nn
 
 # The default budget of the small config on a CPU: `make train` trains this many iterations, sized to
-# fit its 10 minutes on a 2-core CPU with room to spare (docs/benchmarks.md has the measured times). A
-# step of 4 images took 0.29 s on average as two processes of 2 images (1,800 steps: 9.1 minutes with
-# validation, mask AP 0.752), and 0.38 s early to 0.44 s late in a run as one process: the trained RPN
-# finds the objects, so more RoIs are positive and the mask branch has more to do.
+# fit its 10 minutes on a 2-core CPU with room to spare. docs/benchmarks.md has the measured times of
+# this budget and of the longer and shorter ones tried. Steps get slower as a run goes on: the trained
+# RPN finds the objects, so more RoIs are positive and the mask branch has more to do.
 DEFAULT_ITERS = 1500
 
 
@@ -37,10 +36,8 @@ RECIPES = {
     # AdamW: training from random init for a few hundred steps, with no pretrained weights to keep,
     # needs an optimizer that gives every parameter a sensible step size at once; Adam's per-parameter
     # normalization does that without tuning a rate per head. Its rate does not scale with the batch.
-    # 4 images per step: with a fixed budget of CPU time, more, smaller steps beat fewer, larger ones.
-    # Measured on the shapes data, after the same number of images at the same point of the schedule:
-    # mask AP 0.58 with steps of 4 against 0.44 with steps of 8, although a step of 4 costs a little
-    # more per image (0.37 s against 0.55 s for 8, one thread).
+    # 4 images per step: with a fixed budget of CPU time, more, smaller steps beat fewer, larger ones,
+    # although a step of 4 costs a little more per image (docs/benchmarks.md, "Steps of 4 beat steps of 8").
     "small": Recipe(optimizer="adamw", lr=1e-3, batch_size=4, weight_decay=1e-4, warmup_iters=20,
                     grad_clip=10.0, iters=DEFAULT_ITERS, val_every=500, checkpoint_every=100),
     # SGD with momentum at the paper's rate for ResNet-50-FPN, 0.02 at 16 images per step (8 GPUs × 2),
