@@ -7,6 +7,7 @@ import ast
 import math
 
 from .config import CONFIGS, MaskRCNNConfig
+from .data.errors import DataError
 from .engine.errors import TrainingDiverged, UsageError
 from .engine.evaluate import evaluate_checkpoint
 from .engine.predict import predict_images
@@ -152,12 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="folder for the pictures")
     predict.add_argument("--score-thresh", type=float, default=0.5, help="draw detections scoring at least this")
     predict.add_argument("--device", choices=devices, default="auto")
+    for command in (train, evaluate, predict):
+        command.add_argument("--debug", action="store_true",
+                             help="show the traceback of an error, not just its one-line message")
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
     if args.command == "train":
-        options = {k: v for k, v in vars(args).items() if k not in ("command", "set")}
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "set", "debug")}
         train(TrainOptions(**options, config_overrides=parse_overrides(args.set) or None))
     elif args.command == "evaluate":
         evaluate_checkpoint(args.checkpoint, args.data, args.split, args.out, args.device, args.batch_size,
@@ -172,9 +176,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         run(args)
-    except UsageError as error:
-        parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    except (UsageError, DataError) as error:
+        if args.debug:
+            raise
+        message = error.line if isinstance(error, DataError) else error
+        parser.exit(2, f"{parser.prog} {args.command}: error: {message}\n")
     except TrainingDiverged as error:
+        if args.debug:
+            raise
         parser.exit(1, f"{parser.prog} {args.command}: {error}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"{parser.prog} {args.command}: interrupted"

@@ -13,6 +13,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from mrcnn_from_scratch.data import CocoInstances, collate_fn, generate_shapes_dataset, image_rng, make_shapes_image
+from mrcnn_from_scratch.data.errors import DataError
 from mrcnn_from_scratch.data.shapes import CATEGORIES, Shape, draw_shapes, shape_mask
 from mrcnn_from_scratch.data.transforms import train_transforms
 
@@ -179,7 +180,7 @@ def test_hand_written_coco_file(coco_dir):
     "change, match",
     [
         ({"bbox": [25, 3, 10, 6]}, r"box \[25, 3, 10, 6\] .* outside the 30×20 image"),
-        ({"bbox": [2, 3, 0, 6]}, r"width or height <= 0"),
+        ({"bbox": [2, 3, "10", 6]}, r"bbox must be \[x, y, w, h\], four numbers"),
         ({"segmentation": [[2, 3, 12, 3]]}, r"at least 3 \(x, y\) points"),
         ({"category_id": 5}, r"unknown category id 5"),
     ],
@@ -196,7 +197,7 @@ def test_missing_image_file_is_named(coco_dir):
     folder, _, _ = coco_dir
     (folder / "b.png").unlink()
     dataset = CocoInstances(folder, folder / "instances.json")  # checked lazily, when loaded
-    with pytest.raises(FileNotFoundError, match=r"image 11 \(b\.png\): file not found"):
+    with pytest.raises(DataError, match=r"image 11 \(b\.png\): file not found"):
         dataset[1]
 
 

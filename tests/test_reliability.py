@@ -123,4 +123,4 @@ def test_a_training_split_without_objects_is_refused(shapes, tmp_path, capsys):
             dataset["annotations"] = [{**ann, "iscrowd": 1} for ann in dataset["annotations"]]
         (data / "annotations" / f"instances_{split}.json").write_text(json.dumps(dataset))
     code, printed = run_cli(["train", "--data", str(data), "--out", str(tmp_path / "run")], capsys)
-    assert code == 2 and "no annotations to learn from" in printed and not (tmp_path / "run").exists()
+    assert code == 2 and "no object to learn from" in printed and not (tmp_path / "run").exists()

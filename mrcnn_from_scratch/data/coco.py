@@ -12,7 +12,9 @@ the JSON itself, so leaving them out here does not change the scores.) `iscrowd`
 it is kept so that targets have the fields torchvision's detection models expect.
 
 Annotations are checked when their image is loaded, not when the file is opened, so that opening COCO's
-118k images stays quick; a bad one raises an error naming the image and the annotation.
+118k images stays quick; a bad one raises a DataError naming the image and the annotation. Boxes that
+are empty once clipped to the image are dropped. The rules are those of `mrcnn_from_scratch.data.check`,
+which applies them to a whole split at once (train does, before it starts).
 """
 import contextlib
 import io
@@ -21,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 
-# How far (in pixels) a box may stick out of its image: exporters round coordinates, so a box often ends
-# a fraction of a pixel past the edge. Such boxes are clipped to the image.
-BOX_TOLERANCE = 1.0
+from .check import annotation_problem, empty_after_clipping, read_annotations
+from .errors import DataError
+from .images import load_image
 
 
 class CocoInstances(torch.utils.data.Dataset):
@@ -47,18 +48,22 @@ class CocoInstances(torch.utils.data.Dataset):
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.image_dir}")
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-            self.coco = COCO(str(ann_file))
+        self.ann_file = Path(ann_file)
+        dataset = read_annotations(ann_file)
         # Cheap checks of the whole file; every annotation is checked when its image is loaded.
-        if not self.coco.cats:
-            raise ValueError(f"{ann_file}: no categories")
-        if len(self.coco.cats) != len(self.coco.dataset["categories"]):
-            raise ValueError(f"{ann_file}: two categories share an id")
-        image_ids = Counter(image["id"] for image in self.coco.dataset.get("images", []))
-        repeated = sorted(image_id for image_id, count in image_ids.items() if count > 1)
-        if repeated:
-            raise ValueError(f"{ann_file}: image ids {repeated[:10]} are used by more than one image; "
-                             "an image's annotations would be paired with another image's pixels")
+        if not dataset["categories"]:
+            raise DataError(f"{ann_file}: no categories")
+        for key, noun in (("categories", "category"), ("images", "image")):
+            ids = Counter(entry["id"] for entry in dataset[key])
+            repeated = sorted(i for i, count in ids.items() if count > 1)
+            if repeated:
+                raise DataError(f"{ann_file}: {noun} ids {repeated[:10]} are used by more than one {noun}"
+                                + ("; an image's annotations would be paired with another image's pixels"
+                                   if key == "images" else ""))
+        self.coco = COCO()
+        self.coco.dataset = dataset
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            self.coco.createIndex()
         self.ids = sorted(self.coco.imgs)
         self.label_to_cat_id = {label: cat_id for label, cat_id in enumerate(sorted(self.coco.cats), start=1)}
         self.cat_id_to_label = {cat_id: label for label, cat_id in self.label_to_cat_id.items()}
@@ -75,7 +80,10 @@ class CocoInstances(torch.utils.data.Dataset):
         height, width = image.shape[1:]
         annotations = [ann for ann in self.coco.imgToAnns[image_id] if not ann.get("iscrowd", 0)]
         for ann in annotations:
-            self._check(ann, info)
+            problem = annotation_problem(ann, info, self.cat_id_to_label.keys())
+            if problem:
+                raise DataError(f"image {image_id} ({info['file_name']}), annotation {ann.get('id')}: {problem}")
+        annotations = [ann for ann in annotations if not empty_after_clipping(ann["bbox"], width, height)]
         target = {
             "boxes": self._boxes(annotations, height, width),
             "labels": torch.tensor([self.cat_id_to_label[a["category_id"]] for a in annotations], dtype=torch.int64),
@@ -90,49 +98,11 @@ class CocoInstances(torch.utils.data.Dataset):
 
     def _load_image(self, info: dict) -> torch.Tensor:
         """The image file as float32 [3, H, W] in [0, 1], checked against the JSON's height and width."""
-        path = self.image_dir / info["file_name"]
-        if not path.is_file():
-            raise FileNotFoundError(f"image {info['id']} ({info['file_name']}): file not found: {path}")
-        try:
-            with Image.open(path) as file:
-                pixels = np.array(file.convert("RGB"))  # a writable copy, for torch.from_numpy
-        except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for empty, truncated, corrupt files
-            raise ValueError(f"image {info['id']} ({info['file_name']}): cannot decode {path}: {error}") from None
-        if pixels.shape[:2] != (info["height"], info["width"]):
-            raise ValueError(
-                f"image {info['id']} ({info['file_name']}): the file is {pixels.shape[1]}×{pixels.shape[0]} "
-                f"but the JSON says {info['width']}×{info['height']}"
-            )
-        return torch.from_numpy(pixels).permute(2, 0, 1).contiguous().float() / 255
-
-    def _check(self, ann: dict, info: dict) -> None:
-        """Raise ValueError, naming the image and the annotation, if `ann` cannot become a target."""
-        where = f"image {info['id']} ({info['file_name']}), annotation {ann.get('id')}"
-        if ann.get("category_id") not in self.cat_id_to_label:
-            known = sorted(self.cat_id_to_label)
-            raise ValueError(f"{where}: unknown category id {ann.get('category_id')} (the file has {known})")
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise ValueError(f"{where}: bbox must be [x, y, w, h], got {bbox}")
-        x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            raise ValueError(f"{where}: box {ann['bbox']} has width or height <= 0")
-        width, height = info["width"], info["height"]
-        tol = BOX_TOLERANCE
-        if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
-            raise ValueError(f"{where}: box {ann['bbox']} (x, y, w, h) lies outside the {width}×{height} image")
-        segmentation = ann.get("segmentation")
-        if isinstance(segmentation, list):  # polygons [x1, y1, x2, y2, ...], one per part of the object
-            if not segmentation:
-                raise ValueError(f"{where}: empty list of polygons")
-            for polygon in segmentation:
-                if len(polygon) < 6 or len(polygon) % 2:
-                    raise ValueError(f"{where}: a polygon needs at least 3 (x, y) points, got {len(polygon)} numbers")
-        elif isinstance(segmentation, dict):  # run-length encoded, compressed (str) or not (list of counts)
-            if list(segmentation.get("size", [])) != [height, width]:
-                raise ValueError(f"{where}: RLE size {segmentation.get('size')} is not the image's [{height}, {width}]")
-        else:
-            raise ValueError(f"{where}: segmentation must be polygons or RLE, got {type(segmentation).__name__}")
+        image = load_image(self.image_dir / info["file_name"], f"image {info['id']} ({info['file_name']})")
+        if tuple(image.shape[1:]) != (info["height"], info["width"]):
+            raise DataError(f"image {info['id']} ({info['file_name']}): the file is {image.shape[2]}×{image.shape[1]} "
+                            f"but the JSON says {info['width']}×{info['height']}")
+        return image
 
     @staticmethod
     def _boxes(annotations: list[dict], height: int, width: int) -> torch.Tensor:

@@ -9,11 +9,10 @@ would replace an input image). The second form runs torchvision's COCO-trained w
 """
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from ..coco_names import COCO_CATEGORY_NAMES
+from ..data.images import load_image as read_image  # one place decodes images; notebooks import it from here
 from ..model import MaskRCNN, maskrcnn_resnet50_fpn
 from ..torchvision_weights import load_torchvision_weights
 from ..visualize import save_detections
@@ -21,16 +20,6 @@ from .checkpoint import model_from_checkpoint
 from .distributed import pick_device
 from .errors import UsageError
 from .outputs import picture_paths
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as float32 [3, H, W], RGB in [0, 1]."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"image not found: {path}")
-    with Image.open(path) as file:
-        pixels = np.array(file.convert("RGB"))
-    return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
 
 
 def model_from_torchvision_weights(path: str | Path, device: torch.device | str = "cpu") -> MaskRCNN:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..config import MaskRCNNConfig
 from ..data import collate_fn
+from ..data.check import validate_split
 from ..model import MaskRCNN
 from .checkpoint import (capture_rng_state, load_checkpoint, remove_stale_temporaries, restore_rng_state,
                          save_atomically)
@@ -48,17 +49,6 @@ def train(options: TrainOptions) -> Path:
         end_process(process)
 
 
-def check_objects(dataset, split: str, verbose: bool) -> None:
-    """Refuse a training split with nothing to learn; say how many of its images have no objects."""
-    annotated = {ann["image_id"] for ann in dataset.coco.dataset.get("annotations", []) if not ann.get("iscrowd", 0)}
-    if not annotated:
-        raise UsageError(f"the {split} split has no annotations to learn from (crowd annotations, iscrowd 1, are "
-                         "left out): check its JSON")
-    empty = len(dataset) - len(annotated & set(dataset.ids))
-    if empty and verbose:
-        print(f"note: {empty} of the {len(dataset)} {split} images have no objects; they teach what background is")
-
-
 def to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device) -> tuple[list, list]:
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
@@ -84,7 +74,8 @@ class Training:
         if class_names_of(self.val_set) != self.class_names:
             raise UsageError(f"the {split} split has the classes {list(self.class_names)} but the "
                              f"{options.val_split} split has {list(class_names_of(self.val_set))}")
-        check_objects(train_set, split, process.is_main)
+        validate_split(train_set, training=True, verbose=process.is_main)  # see data/check.py
+        validate_split(self.val_set, training=False, verbose=process.is_main)
         stored_settings = stored["settings"] if stored else None
         self.settings = resolve_settings(options, stored_settings, len(train_set), process.world_size)
         self.recipe = RECIPES[self.settings["config"]]
