@@ -41,7 +41,8 @@ def read_annotations(ann_file: str | Path) -> dict:
     except FileNotFoundError:
         raise DataError(f"{ann_file}: annotation file not found") from None
     except json.JSONDecodeError as error:
-        cut = "; the file ends too soon: was it copied whole?" if error.pos >= len(text.rstrip()) else ""
+        # A JSON object ends with "}": a file that does not was cut short (an interrupted copy or download).
+        cut = "; the file ends too soon: was it copied whole?" if not text.rstrip().endswith(b"}") else ""
         raise DataError(f"{ann_file}: not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}{cut}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{ann_file}: cannot read it: {error}") from None
@@ -236,18 +237,18 @@ def check_split(image_dir: str | Path, ann_file: str | Path, training: bool = Fa
 
 
 def validate_split(split, training: bool, verbose: bool = True) -> Report:
-    """check_split on a CocoInstances `split` (its JSON is not read again): print the warnings (if
-    verbose), raise DataError with the first error (and how many more there are), return the report."""
+    """check_split on a CocoInstances `split` (its JSON is not read again): raise DataError with the first
+    error (and how many more there are), or print the warnings (if verbose) and return the report."""
     report = check_split(split.image_dir, split.ann_file, training, dataset=split.coco.dataset)
-    if verbose:
-        for problem in report.warnings:
-            print(problem.line(report.ann_file), file=sys.stderr)
     if report.errors:
         more = len(report.errors) - 1
         data_dir, name = report.ann_file.parent.parent, report.ann_file.stem.removeprefix("instances_")
         raise DataError(report.errors[0].line(report.ann_file).removeprefix("error: ")
                         + (f" (and {more} more kinds of problem)" if more else "")
                         + f"; python -m mrcnn_from_scratch.data.check {data_dir} --split {name} lists them")
+    if verbose:
+        for problem in report.warnings:
+            print(problem.line(report.ann_file), file=sys.stderr)
     return report
 
 
