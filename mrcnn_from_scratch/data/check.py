@@ -209,11 +209,12 @@ def check_split(image_dir: str | Path, ann_file: str | Path, training: bool = Fa
             continue
         where = f"image {image['id']} ({image['file_name']}), annotation {ann['id']}"
         problem = annotation_problem(ann, image, category_ids)
-        if problem:
+        if problem:  # (still an object: the error is its own message, not that the image has none)
             found["unusable annotations"].places.append(f"{where}: {problem}")
         elif empty_after_clipping(ann["bbox"], image["width"], image["height"]):
             warned["boxes empty once clipped to their image (dropped)"].places.append(f"{where}: {ann['bbox']}")
-        elif not ann.get("iscrowd", 0):
+            continue
+        if not ann.get("iscrowd", 0):
             objects[image["id"]] += 1
     for image in images.values():
         path = image_dir / image["file_name"]
