@@ -22,7 +22,14 @@ class AnchorGenerator(nn.Module):
         if len(sizes) != len(aspect_ratios):
             raise ValueError(f"one tuple of sizes and one of aspect ratios per level: {len(sizes)} vs {len(aspect_ratios)}")
         self.sizes, self.aspect_ratios = sizes, aspect_ratios
-        self.cell_anchors = [cell_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
+        # Buffers, so that they move with the model to its device once, not once per call.
+        for level, (s, r) in enumerate(zip(sizes, aspect_ratios)):
+            self.register_buffer(f"cell_anchors_{level}", cell_anchors(s, r), persistent=False)
+
+    @property
+    def cell_anchors(self) -> list[Tensor]:
+        """The anchors of the cell at the origin, per level: Tensor[A_l, 4] each."""
+        return [getattr(self, f"cell_anchors_{level}") for level in range(len(self.sizes))]
 
     def num_anchors_per_location(self) -> list[int]:
         """A: how many anchors sit on each cell of each level."""
@@ -51,7 +58,7 @@ class AnchorGenerator(nn.Module):
             shift_x = torch.arange(width, device=device) * stride_x
             shift_y, shift_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
             shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=-1).reshape(-1, 1, 4)
-            base = base.to(device=device, dtype=features.dtype)
+            base = base.to(features.dtype)
             anchors.append((shifts + base[None]).reshape(-1, 4))
         return torch.cat(anchors)
 

@@ -51,6 +51,9 @@ class MaskRCNNConfig:
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
+    # How the RPN and the box head sample their training boxes: "ranks" (random keys, no host sync,
+    # the fast default) or "torchvision" (its exact draws, for comparing training losses with it).
+    sampler_draws: str = "ranks"
 
     def replace(self, **changes) -> "MaskRCNNConfig":
         """A copy with some fields changed (unknown names raise TypeError)."""

@@ -34,11 +34,15 @@ def rpn_loss(
         loss_objectness: binary cross-entropy, averaged over the sampled anchors.
         loss_rpn_box_reg: smooth L1 (beta 1/9) on the positives, summed and divided by the number
         of sampled anchors (not of positives), so that both terms are averages over the same set.
+
+    Every anchor takes part and the unsampled ones are masked out, rather than gathering the sampled
+    ones: the shapes stay fixed, and nothing needs to know on the host how many were sampled.
     """
-    positive_index = torch.where(positive)[0]
-    sampled = torch.cat([positive_index, torch.where(negative)[0]])
-    box_loss = smooth_l1(deltas[positive_index], regression_targets[positive_index], beta=1 / 9) / sampled.numel()
-    objectness_loss = F.binary_cross_entropy_with_logits(objectness[sampled], labels[sampled])
+    sampled = positive | negative
+    num_sampled = sampled.sum()
+    box_loss = _smooth_l1_where(positive[:, None], deltas, regression_targets) / num_sampled
+    per_anchor = F.binary_cross_entropy_with_logits(objectness, labels.clamp(min=0), reduction="none")
+    objectness_loss = torch.where(sampled, per_anchor, 0.0).sum() / num_sampled
     return objectness_loss, box_loss
 
 
@@ -56,10 +60,19 @@ def fastrcnn_loss(class_logits: Tensor, box_deltas: Tensor, labels: Tensor, regr
         and divided by the number of sampled RoIs.
     """
     classification_loss = F.cross_entropy(class_logits, labels)
-    positive = torch.where(labels > 0)[0]
-    deltas_of_gt_class = box_deltas.reshape(len(box_deltas), -1, 4)[positive, labels[positive]]
-    box_loss = smooth_l1(deltas_of_gt_class, regression_targets[positive], beta=1 / 9) / labels.numel()
+    # Every RoI's deltas for its own label (background RoIs read class 0's and are masked out).
+    deltas_of_label = box_deltas.reshape(len(box_deltas), -1, 4)[torch.arange(len(labels), device=labels.device), labels]
+    box_loss = _smooth_l1_where((labels > 0)[:, None], deltas_of_label, regression_targets) / labels.numel()
     return classification_loss, box_loss
+
+
+def _smooth_l1_where(mask: Tensor, prediction: Tensor, target: Tensor) -> Tensor:
+    """smooth_l1 summed over the elements where `mask` is True.
+
+    Both sides are zeroed elsewhere rather than the loss multiplied by the mask: an unused target can
+    be infinite (the log of a zero-size box), and inf · 0 is NaN, in the loss and in its gradient.
+    """
+    return smooth_l1(torch.where(mask, prediction, 0.0), torch.where(mask, target, 0.0), beta=1 / 9)
 
 
 def maskrcnn_loss(mask_logits: Tensor, mask_targets: Tensor, labels: Tensor) -> Tensor:

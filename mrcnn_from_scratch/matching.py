@@ -36,17 +36,16 @@ class Matcher:
         if iou.numel() == 0:
             raise ValueError("matching needs at least one ground-truth box and one box; got IoU " f"{list(iou.shape)}")
         best_iou, best_gt = iou.max(dim=0)
-        matches = best_gt.clone()
-        matches[best_iou < self.low_threshold] = BELOW_LOW_THRESHOLD
-        matches[(best_iou >= self.low_threshold) & (best_iou < self.high_threshold)] = BETWEEN_THRESHOLDS
+        matches = torch.where(best_iou < self.low_threshold, BELOW_LOW_THRESHOLD,
+                              torch.where(best_iou < self.high_threshold, BETWEEN_THRESHOLDS, best_gt))
         if self.allow_low_quality_matches:
             # For each GT, every box tied for its highest IoU becomes a positive again. It gets its
             # own best GT (best_gt), which is usually this GT. (As in Detectron and torchvision: a GT
             # that overlaps nothing has highest IoU 0 and would revive every box that misses it, so
             # the model rejects degenerate GT boxes before they get here.)
             highest_per_gt = iou.max(dim=1).values
-            revived = torch.where(iou == highest_per_gt[:, None])[1]
-            matches[revived] = best_gt[revived]
+            revived = (iou == highest_per_gt[:, None]).any(dim=0)
+            matches = torch.where(revived, best_gt, matches)
         return matches
 
 
@@ -59,31 +58,52 @@ class BalancedPositiveNegativeSampler:
     Args:
         batch_size_per_image: boxes sampled per image (256 in the RPN, 512 in the box head).
         positive_fraction: the largest share of positives (0.5 in the RPN, 0.25 in the box head).
+        draws: "torchvision": two randperms per image over the positives and the negatives, exactly
+            torchvision's draws (their sizes must be read on the host: two syncs per image);
+            "ranks": one random key per box, the lowest keys win; the same distribution of samples
+            and no host sync, but other draws than torchvision's.
     """
 
-    def __init__(self, batch_size_per_image: int, positive_fraction: float):
+    def __init__(self, batch_size_per_image: int, positive_fraction: float, draws: str = "torchvision"):
+        if draws not in ("torchvision", "ranks"):
+            raise ValueError(f"draws must be 'torchvision' or 'ranks', got {draws!r}")
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
+        self.draws = draws
 
     def __call__(self, labels: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """labels: per image, Tensor[B_i] with >= 1 for positives, 0 for negatives, -1 for ignored.
 
         Returns:
             Two lists of Tensor[B_i] bool masks per image: sampled positives, sampled negatives.
-            Draws use the global torch RNG: two randperms per image, positives first.
+            Draws use the global torch RNG.
         """
-        positive_masks, negative_masks = [], []
-        for labels_per_image in labels:
-            positive = torch.where(labels_per_image >= 1)[0]
-            negative = torch.where(labels_per_image == 0)[0]
-            num_positive = min(positive.numel(), int(self.batch_size_per_image * self.positive_fraction))
-            num_negative = min(negative.numel(), self.batch_size_per_image - num_positive)
-            chosen_positive = positive[torch.randperm(positive.numel(), device=positive.device)[:num_positive]]
-            chosen_negative = negative[torch.randperm(negative.numel(), device=negative.device)[:num_negative]]
-            positive_mask = torch.zeros_like(labels_per_image, dtype=torch.bool)
-            negative_mask = torch.zeros_like(labels_per_image, dtype=torch.bool)
-            positive_mask[chosen_positive] = True
-            negative_mask[chosen_negative] = True
-            positive_masks.append(positive_mask)
-            negative_masks.append(negative_mask)
-        return positive_masks, negative_masks
+        sample = self.sample_by_randperm if self.draws == "torchvision" else self.sample_by_ranks
+        masks = [sample(labels_per_image) for labels_per_image in labels]
+        return [positive for positive, _ in masks], [negative for _, negative in masks]
+
+    def sample_by_randperm(self, labels: Tensor) -> tuple[Tensor, Tensor]:
+        positive = torch.where(labels >= 1)[0]
+        negative = torch.where(labels == 0)[0]
+        num_positive = min(positive.numel(), int(self.batch_size_per_image * self.positive_fraction))
+        num_negative = min(negative.numel(), self.batch_size_per_image - num_positive)
+        chosen_positive = positive[torch.randperm(positive.numel(), device=positive.device)[:num_positive]]
+        chosen_negative = negative[torch.randperm(negative.numel(), device=negative.device)[:num_negative]]
+        positive_mask = torch.zeros_like(labels, dtype=torch.bool)
+        negative_mask = torch.zeros_like(labels, dtype=torch.bool)
+        positive_mask[chosen_positive] = True
+        negative_mask[chosen_negative] = True
+        return positive_mask, negative_mask
+
+    def sample_by_ranks(self, labels: Tensor) -> tuple[Tensor, Tensor]:
+        positive, negative = labels >= 1, labels == 0
+        # Sort by (kind, random key): positives in random order, then negatives, then ignored boxes.
+        # (Kinds 2 apart: a key in [0, 1) added to a kind can never round up to the next kind.)
+        kind = torch.where(positive, 0.0, torch.where(negative, 2.0, 4.0))
+        order = torch.argsort(kind + torch.rand(labels.shape, device=labels.device))
+        rank = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
+        total_positive = positive.sum()  # a tensor: the counts are never read on the host
+        num_positive = total_positive.clamp(max=int(self.batch_size_per_image * self.positive_fraction))
+        chosen_positive = positive & (rank < num_positive)
+        chosen_negative = negative & (rank - total_positive < self.batch_size_per_image - num_positive)
+        return chosen_positive, chosen_negative

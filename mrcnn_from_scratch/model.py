@@ -41,7 +41,8 @@ class MaskRCNN(nn.Module):
             anchors, RPNHead(c.fpn_channels, anchors.num_anchors_per_location()[0]),
             c.rpn_fg_iou_thresh, c.rpn_bg_iou_thresh, c.rpn_batch_size_per_image, c.rpn_positive_fraction,
             {"training": c.rpn_pre_nms_top_n_train, "testing": c.rpn_pre_nms_top_n_test},
-            {"training": c.rpn_post_nms_top_n_train, "testing": c.rpn_post_nms_top_n_test}, c.rpn_nms_thresh)
+            {"training": c.rpn_post_nms_top_n_train, "testing": c.rpn_post_nms_top_n_test}, c.rpn_nms_thresh,
+            sampler_draws=c.sampler_draws)
         levels = ["0", "1", "2", "3"]  # P2–P5: the heads never pool from P6
         self.roi_heads = RoIHeads(
             MultiScaleRoIAlign(levels, 7, sampling_ratio=2, canonical_scale=c.roi_canonical_scale),
@@ -51,7 +52,8 @@ class MaskRCNN(nn.Module):
             MaskHead(c.fpn_channels, c.mask_channels),
             MaskPredictor(c.mask_channels, c.mask_channels, c.num_classes),
             c.box_fg_iou_thresh, c.box_bg_iou_thresh, c.box_batch_size_per_image, c.box_positive_fraction,
-            score_thresh=c.box_score_thresh, nms_thresh=c.box_nms_thresh, detections_per_img=c.box_detections_per_img)
+            score_thresh=c.box_score_thresh, nms_thresh=c.box_nms_thresh, detections_per_img=c.box_detections_per_img,
+            sampler_draws=c.sampler_draws)
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         check_images(images)

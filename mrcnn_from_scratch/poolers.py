@@ -22,7 +22,7 @@ def box_levels(boxes: Tensor, k_min: int, k_max: int, canonical_scale: int = 224
     size = torch.sqrt(box_area(boxes))
     # The 1e-6 keeps a box of exactly 112 (or 448, ...) pixels on the level the formula names,
     # where float rounding of log2 could land it just below.
-    level = torch.floor(canonical_level + torch.log2(size / canonical_scale) + torch.tensor(1e-6, dtype=size.dtype))
+    level = torch.floor(canonical_level + torch.log2(size / canonical_scale) + 1e-6)
     return (level.clamp(k_min, k_max) - k_min).to(torch.int64)
 
 
@@ -67,8 +67,10 @@ class MultiScaleRoIAlign(nn.Module):
         rois = to_roi_format(boxes)
         level_of_box = box_levels(rois[:, 1:], k_min, k_max, self.canonical_scale, self.canonical_level)
         pooled = levels[0].new_zeros(len(rois), levels[0].shape[1], *self.output_size)
-        for level, (feature, scale) in enumerate(zip(levels, scales)):
-            index = torch.where(level_of_box == level)[0]
+        # The boxes grouped by level: one sort, and one read of how many boxes each level has.
+        order = torch.argsort(level_of_box, stable=True)
+        counts = (level_of_box[None, :] == torch.arange(len(levels), device=rois.device)[:, None]).sum(dim=1)
+        for feature, scale, index in zip(levels, scales, order.split(counts.tolist())):
             if len(index) == 0:  # nothing to pool here: skip the level's channels-last copy
                 continue
             # Under autocast the features are float16: pool in the boxes' float32, as torchvision does.

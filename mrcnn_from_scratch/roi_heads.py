@@ -28,18 +28,20 @@ class RoIHeads(nn.Module):
         batch_size_per_image, positive_fraction: RoI sampling (512, 0.25).
         bbox_reg_weights: the box coder's weights ((10, 10, 5, 5)).
         score_thresh, nms_thresh, detections_per_img: post-processing (0.05, 0.5, 100).
+        sampler_draws: "torchvision" or "ranks", see BalancedPositiveNegativeSampler.
     """
 
     def __init__(self, box_roi_pool: MultiScaleRoIAlign, box_head: TwoMLPHead, box_predictor: FastRCNNPredictor,
                  mask_roi_pool: MultiScaleRoIAlign, mask_head: MaskHead, mask_predictor: MaskPredictor,
                  fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5, batch_size_per_image: int = 512,
                  positive_fraction: float = 0.25, bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
-                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100):
+                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100,
+                 sampler_draws: str = "torchvision"):
         super().__init__()
         self.box_roi_pool, self.box_head, self.box_predictor = box_roi_pool, box_head, box_predictor
         self.mask_roi_pool, self.mask_head, self.mask_predictor = mask_roi_pool, mask_head, mask_predictor
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
-        self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction, sampler_draws)
         self.box_coder = BoxCoder(bbox_reg_weights)
         self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
 
@@ -70,18 +72,19 @@ class RoIHeads(nn.Module):
         if targets is None:
             raise ValueError("the RoI heads need targets in training mode")
         rois, labels, matched_gt = self.sample_rois(proposals, targets)
-        matched_boxes = [_boxes_or_dummy(t["boxes"].to(r))[m] for t, r, m in zip(targets, rois, matched_gt)]
+        matched_boxes = [_boxes_or_dummy(target["boxes"].to(rois_i))[matched_i]
+                         for target, rois_i, matched_i in zip(targets, rois, matched_gt)]
         regression_targets = self.box_coder.encode(torch.cat(matched_boxes), torch.cat(rois))
         # Box branch on every sampled RoI.
         class_logits, box_deltas = self.box_predictor(self.box_head(self.box_roi_pool(features, rois, image_sizes)))
         loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_deltas, torch.cat(labels), regression_targets)
         # Mask branch, in parallel, on the positive RoIs only, each against its own GT mask.
-        positive = [torch.where(l > 0)[0] for l in labels]
-        positive_rois = [r[p] for r, p in zip(rois, positive)]
+        positive = [torch.where(labels_i > 0)[0] for labels_i in labels]
+        positive_rois = [rois_i[positive_i] for rois_i, positive_i in zip(rois, positive)]
         mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, positive_rois, image_sizes)))
-        targets_28 = [mask_targets(t["masks"], r, m[p], mask_logits.shape[-1])
-                      for t, r, m, p in zip(targets, positive_rois, matched_gt, positive)]
-        positive_labels = [l[p] for l, p in zip(labels, positive)]
+        targets_28 = [mask_targets(target["masks"], rois_i, matched_i[positive_i], mask_logits.shape[-1])
+                      for target, rois_i, matched_i, positive_i in zip(targets, positive_rois, matched_gt, positive)]
+        positive_labels = [labels_i[positive_i] for labels_i, positive_i in zip(labels, positive)]
         loss_mask = maskrcnn_loss(mask_logits, torch.cat(targets_28), torch.cat(positive_labels))
         return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}
 
@@ -112,15 +115,14 @@ class RoIHeads(nn.Module):
             else:
                 matches = self.matcher(box_iou(target["boxes"].to(boxes), boxes))
                 matched = matches.clamp(min=0)
-                labels = target["labels"][matched].to(torch.int64)
-                labels[matches == BELOW_LOW_THRESHOLD] = 0
-                labels[matches == BETWEEN_THRESHOLDS] = -1
+                labels = torch.where(matches == BELOW_LOW_THRESHOLD, 0, target["labels"][matched].to(torch.int64))
+                labels = torch.where(matches == BETWEEN_THRESHOLDS, -1, labels)
             all_labels.append(labels)
             all_matched.append(matched)
         positive, negative = self.sampler(all_labels)
-        sampled = [torch.where(p | n)[0] for p, n in zip(positive, negative)]
-        return ([b[s] for b, s in zip(proposals, sampled)], [l[s] for l, s in zip(all_labels, sampled)],
-                [m[s] for m, s in zip(all_matched, sampled)])
+        sampled = [torch.where(positive_i | negative_i)[0] for positive_i, negative_i in zip(positive, negative)]
+        return ([boxes[s] for boxes, s in zip(proposals, sampled)], [labels[s] for labels, s in zip(all_labels, sampled)],
+                [matched[s] for matched, s in zip(all_matched, sampled)])
 
 
 def _boxes_or_dummy(gt_boxes: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from .anchors import AnchorGenerator
 from .losses import rpn_loss
 from .matching import BETWEEN_THRESHOLDS, BalancedPositiveNegativeSampler, Matcher
-from .ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from .ops import BoxCoder, box_iou, clip_boxes_to_image
+from .ops.nms import greedy_keep, overlap_graph, shifts_categories_apart
 
 
 class RPNHead(nn.Module):
@@ -54,18 +55,20 @@ class RegionProposalNetwork(nn.Module):
         nms_thresh: IoU for NMS, applied separately per level (0.7).
         score_thresh: minimum objectness probability (0.0).
         min_size: proposals narrower or shorter than this (pixels) are dropped (1e-3).
+        sampler_draws: "torchvision" or "ranks", see BalancedPositiveNegativeSampler.
     """
 
     def __init__(self, anchor_generator: AnchorGenerator, head: RPNHead, fg_iou_thresh: float = 0.7,
                  bg_iou_thresh: float = 0.3, batch_size_per_image: int = 256, positive_fraction: float = 0.5,
                  pre_nms_top_n: dict[str, int] | None = None, post_nms_top_n: dict[str, int] | None = None,
-                 nms_thresh: float = 0.7, score_thresh: float = 0.0, min_size: float = 1e-3):
+                 nms_thresh: float = 0.7, score_thresh: float = 0.0, min_size: float = 1e-3,
+                 sampler_draws: str = "torchvision"):
         super().__init__()
         self.anchor_generator = anchor_generator
         self.head = head
         self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
-        self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction, sampler_draws)
         self.pre_nms_top_n = pre_nms_top_n or {"training": 2000, "testing": 1000}
         self.post_nms_top_n = post_nms_top_n or {"training": 2000, "testing": 1000}
         self.nms_thresh, self.score_thresh, self.min_size = nms_thresh, score_thresh, min_size
@@ -108,30 +111,32 @@ class RegionProposalNetwork(nn.Module):
                          anchors_per_level: list[int]) -> list[Tensor]:
         """boxes: Tensor[N, total, 4] decoded anchors; objectness: Tensor[N, total] logits.
 
-        Per level, keep the pre_nms_top_n highest-scoring boxes; then per image clip to the image,
-        drop tiny boxes and low scores, NMS each level separately, and keep post_nms_top_n.
-        Returns per image Tensor[P_i, 4].
+        Per level, keep the pre_nms_top_n highest-scoring boxes; then clip them to the image, mark tiny
+        boxes and low scores as out, NMS each level of each image separately (all in one batch), and
+        keep the post_nms_top_n best per image. Returns per image Tensor[P_i, 4], best first.
         """
         phase = "training" if self.training else "testing"
-        top_index, level_of_box, start = [], [], 0
-        for level, count in enumerate(anchors_per_level):
+        top_index, level_sizes, start = [], [], 0
+        for count in anchors_per_level:
             scores = objectness[:, start:start + count]
-            top = scores.topk(min(self.pre_nms_top_n[phase], count), dim=1).indices + start
-            top_index.append(top)
-            level_of_box.append(torch.full_like(top[0], level))
+            level_sizes.append(min(self.pre_nms_top_n[phase], count))
+            top_index.append(scores.topk(level_sizes[-1], dim=1).indices + start)  # best first
             start += count
-        top_index, level_of_box = torch.cat(top_index, dim=1), torch.cat(level_of_box)
+        top_index = torch.cat(top_index, dim=1)
         image_index = torch.arange(len(boxes), device=boxes.device)[:, None]
         boxes, probabilities = boxes[image_index, top_index], torch.sigmoid(objectness[image_index, top_index])
-
+        boxes = torch.stack([clip_boxes_to_image(b, size) for b, size in zip(boxes, image_sizes)])
+        # Boxes that are filtered out stay in place, marked, so that every shape stays fixed.
+        widths, heights = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+        candidates = (widths >= self.min_size) & (heights >= self.min_size) & (probabilities >= self.score_thresh)
+        # NMS per level: a box on P2 and one on P5 describe objects of different scale.
+        kept, shifted = nms_per_level(boxes, candidates, level_sizes, self.nms_thresh)
         proposals = []
-        for boxes_i, probabilities_i, image_size in zip(boxes, probabilities, image_sizes):
-            boxes_i = clip_boxes_to_image(boxes_i, image_size)
-            keep = remove_small_boxes(boxes_i, self.min_size)
-            keep = keep[probabilities_i[keep] >= self.score_thresh]
-            # NMS per level: a box on P2 and one on P5 describe objects of different scale.
-            kept = batched_nms(boxes_i[keep], probabilities_i[keep], level_of_box[keep], self.nms_thresh)
-            proposals.append(boxes_i[keep][kept[: self.post_nms_top_n[phase]]])
+        for boxes_i, probabilities_i, kept_i, shifted_i in zip(boxes, probabilities, kept, shifted):
+            keep = torch.where(kept_i)[0]
+            # The best first: torchvision's order, a stable sort if it shifted the levels apart.
+            order = torch.sort(probabilities_i[keep], descending=True, stable=shifted_i).indices
+            proposals.append(boxes_i[keep[order[: self.post_nms_top_n[phase]]]])
         return proposals
 
     def assign_targets(self, anchors: Tensor, targets: list[dict[str, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
@@ -148,11 +153,45 @@ class RegionProposalNetwork(nn.Module):
                 matched_gt_boxes.append(torch.zeros_like(anchors))
                 continue
             matches = self.matcher(box_iou(gt_boxes, anchors))
-            label = (matches >= 0).to(anchors.dtype)
-            label[matches == BETWEEN_THRESHOLDS] = -1.0
+            label = torch.where(matches == BETWEEN_THRESHOLDS, -1.0, (matches >= 0).to(anchors.dtype))
             labels.append(label)
             matched_gt_boxes.append(gt_boxes[matches.clamp(min=0)])
         return labels, matched_gt_boxes
+
+
+def nms_per_level(boxes: Tensor, candidates: Tensor, level_sizes: list[int], iou_threshold: float
+                  ) -> tuple[Tensor, list[bool]]:
+    """NMS for every level of every image at once.
+
+    Args:
+        boxes: Tensor[N, T, 4], the levels one after the other, each best first (T = sum of level_sizes).
+        candidates: Tensor[N, T] bool, the boxes that take part.
+        level_sizes: how many boxes each level has.
+
+    Returns:
+        kept: Tensor[N, T] bool; and per image, whether its levels were shifted apart in the plane (as
+        torchvision's batched_nms does for few boxes; the shift changes how coordinates round).
+    """
+    n = len(candidates)
+    counts = candidates.sum(dim=1)
+    shifted = [shifts_categories_apart(count, boxes.device) for count in counts.tolist()]
+    level = torch.cat([torch.full((size,), float(l), device=boxes.device) for l, size in enumerate(level_sizes)])
+    # The largest coordinate of each image's candidates (0 if it has none: coordinates are clipped to >= 0).
+    largest = torch.where(candidates[..., None], boxes, 0.0).amax(dim=(1, 2))  # [N]
+    shift = torch.where(shifts_categories_apart(counts, boxes.device), largest + 1, 0.0)
+    boxes = boxes + (level.to(boxes) * shift[:, None].to(boxes))[..., None]
+    # One padded group of the largest level's size per (image, level).
+    group_size = max(level_sizes)
+    overlaps = boxes.new_zeros(n, len(level_sizes), group_size, group_size, dtype=torch.bool)
+    padded_candidates = boxes.new_zeros(n, len(level_sizes), group_size, dtype=torch.bool)
+    start = 0
+    for l, size in enumerate(level_sizes):
+        level_boxes = boxes[:, start:start + size]
+        overlaps[:, l, :size, :size] = overlap_graph(level_boxes, iou_threshold)
+        padded_candidates[:, l, :size] = candidates[:, start:start + size]
+        start += size
+    kept = greedy_keep(overlaps.flatten(0, 1), padded_candidates.flatten(0, 1)).view(n, len(level_sizes), group_size)
+    return torch.cat([kept[:, l, :size] for l, size in enumerate(level_sizes)], dim=1), shifted
 
 
 def flatten_predictions(logits: list[Tensor], deltas: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -10,6 +10,7 @@ After prediction, boxes are scaled back and the 28×28 masks are pasted at each 
 """
 import math
 
+import numpy
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,6 +35,10 @@ class ImageTransform(nn.Module):
         self.min_size = min_size if isinstance(min_size, (tuple, list)) else (min_size,)
         self.max_size = max_size
         self.image_mean, self.image_std = image_mean, image_std
+        # float32 copies as buffers: they move with the model to its device once, instead of being
+        # copied from the host on every call.
+        self.register_buffer("mean_float32", torch.tensor(image_mean)[:, None, None], persistent=False)
+        self.register_buffer("std_float32", torch.tensor(image_std)[:, None, None], persistent=False)
         self.size_divisible = size_divisible
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
@@ -55,9 +60,12 @@ class ImageTransform(nn.Module):
         return self.batch(resized), image_sizes, new_targets
 
     def normalize(self, image: Tensor) -> Tensor:
-        mean = torch.as_tensor(self.image_mean, dtype=image.dtype, device=image.device)
-        std = torch.as_tensor(self.image_std, dtype=image.dtype, device=image.device)
-        return (image - mean[:, None, None]) / std[:, None, None]
+        if image.dtype == torch.float32:
+            return (image - self.mean_float32) / self.std_float32
+        # Other precisions (float64 in the tests) round the statistics once, from the exact values.
+        mean = torch.as_tensor(self.image_mean, dtype=image.dtype, device=image.device)[:, None, None]
+        std = torch.as_tensor(self.image_std, dtype=image.dtype, device=image.device)[:, None, None]
+        return (image - mean) / std
 
     def resize(self, image: Tensor, target: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor] | None]:
         """Resize one image (Tensor[3, H, W]) and its target by min(min_size / short, max_size / long)."""
@@ -101,9 +109,8 @@ class ImageTransform(nn.Module):
 
 def resize_boxes(boxes: Tensor, original_size: tuple[int, int], new_size: tuple[int, int]) -> Tensor:
     """Scale Tensor[N, 4] boxes from an image of original_size (h, w) to one of new_size (h, w)."""
-    # The ratios are float32, as in torchvision, so that float64 boxes round the same way too.
-    ratio_h, ratio_w = (torch.tensor(new, dtype=torch.float32, device=boxes.device)
-                        / torch.tensor(old, dtype=torch.float32, device=boxes.device)
-                        for new, old in zip(new_size, original_size))
+    # The ratios are rounded to float32, as torchvision computes them, so that float64 boxes round the
+    # same way too. They are Python numbers: no tensor is made on the device for them.
+    ratio_h, ratio_w = (float(numpy.float32(new) / numpy.float32(old)) for new, old in zip(new_size, original_size))
     x1, y1, x2, y2 = boxes.unbind(1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)

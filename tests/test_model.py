@@ -38,7 +38,8 @@ def make_models(**sizes):
     redraw_weights(theirs)
     # torchvision without pretrained weights uses plain BatchNorm and trains every stage.
     ours_sizes = {"min_size": (sizes["min_size"],), "max_size": sizes["max_size"]} if sizes else {}
-    ours = maskrcnn_resnet50_fpn(num_classes=NUM_CLASSES, norm="bn", trainable_stages=5, **ours_sizes)
+    ours = maskrcnn_resnet50_fpn(num_classes=NUM_CLASSES, norm="bn", trainable_stages=5, sampler_draws="torchvision",
+                                 **ours_sizes)
     load_torchvision_weights(ours, theirs.state_dict())
     return ours, theirs
 

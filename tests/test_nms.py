@@ -26,13 +26,6 @@ def test_nms_matches_torchvision(seed, iou_threshold):
     assert torch.equal(ours, torchvision.ops.nms(boxes, scores, iou_threshold))
 
 
-def test_block_size_does_not_change_the_result():
-    boxes, scores = boxes_and_scores(0, 500)
-    expected = torchvision.ops.nms(boxes, scores, 0.5)
-    for block_size in [1, 7, 32, 1000]:
-        assert torch.equal(nms(boxes, scores, 0.5, block_size=block_size), expected)
-
-
 def test_chain_of_overlaps():
     # Each box overlaps only its neighbours, scores fall along the chain: greedy keeps every other box.
     # A one-shot "drop everything overlapped by a better box" would keep only the first.

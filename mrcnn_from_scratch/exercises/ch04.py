@@ -15,6 +15,13 @@ it gets wrong, showing that input. The functions it expects:
     rpn_loss(objectness, deltas, labels, regression_targets, positive, negative) -> (loss_objectness, loss_box)
         objectness Tensor[A] logits, deltas and regression_targets Tensor[A, 4], labels Tensor[A]
         (1, 0 or -1), positive and negative Tensor[A] bool: the sampled anchors. Two scalar tensors.
+
+Exercises 5 and 6 are experiments ("predict, then measure", see `_experiments.py`): the learner writes a
+prediction, builds one variant of `rpn_lab`'s small RPN, and the checker checks the variant, trains it
+and holds the prediction against the measured recall.
+
+    build(seed) -> (backbone, rpn)
+        rpn_lab.build_rpn(seed=seed) with one setting changed.
 """
 from typing import Any, Callable
 
@@ -27,6 +34,7 @@ from ..anchors import cell_anchors as package_cell_anchors
 from ..losses import rpn_loss as package_rpn_loss
 from ..matching import Matcher
 from ._checking import Case, run_cases, tensor_problem
+from ._experiments import rpn_experiment
 
 TORCHVISION_RATIOS = (0.5, 1.0, 2.0)
 
@@ -63,7 +71,7 @@ def check_cell_anchors(fn: Callable) -> bool:
 def reference_grid_anchors(base_anchors: Tensor, grid_size: tuple[int, int], stride: tuple[int, int]) -> Tensor:
     """The package's AnchorGenerator on one level whose cell anchors are `base_anchors`."""
     generator = AnchorGenerator(((1,),), ((1.0,),))
-    generator.cell_anchors = [base_anchors]
+    generator.cell_anchors_0 = base_anchors  # the buffer that holds level 0's cell anchors
     height, width = grid_size
     return generator((height * stride[0], width * stride[1]), [torch.zeros(1, 1, height, width)])
 
@@ -225,3 +233,36 @@ def check_rpn_loss(fn: Callable) -> bool:
         return _Losses(output) if isinstance(output, (tuple, list)) else output
 
     return run_cases("check_rpn_loss", fn_with_printable_output, reference, cases, compare)
+
+
+# ------------------------------------------------------------------- predict, then measure: the RPN bench
+
+def check_low_quality_experiment(build: Callable, prediction, baseline: dict | None = None, iterations: int = 250,
+                                 train_count: int = 1000, val_count: int = 100) -> dict:
+    """Exercise 5: build(seed) -> (backbone, rpn), rpn_lab's bench with allow_low_quality_matches=False.
+
+    Checks the variant, trains it (and the bench unchanged, unless `baseline` gives its recall_by_size),
+    and holds `prediction` (recall at IoU 0.7 with 100 proposals) against the measurement, ± 0.1.
+    """
+    hint = ("start from rpn_lab.build_rpn(seed=seed) and give the RPN a new matcher, "
+            "Matcher(0.7, 0.3, allow_low_quality_matches=False): change nothing else")
+    why = ("without low-quality matches, an object whose best anchor reaches only IoU 0.3-0.7 gets no positive "
+           "anchor: its anchors are ignored, never trained as objects. Section 9 counted how many objects have an "
+           "anchor at IoU 0.7; compare that count with the recall measured here, and look at which size groups lose.")
+    return rpn_experiment("check_low_quality_experiment", build, prediction, {"allow_low_quality_matches": False},
+                          hint, why, baseline, iterations, train_count, val_count)
+
+
+def check_anchor_size_experiment(build: Callable, prediction, baseline: dict | None = None, iterations: int = 250,
+                                 train_count: int = 1000, val_count: int = 100) -> dict:
+    """Exercise 6: build(seed) -> (backbone, rpn), rpn_lab's bench with anchors of 8 strides: 32, 64, ..., 512.
+
+    The same protocol as check_low_quality_experiment: the variant checked, trained and measured, and
+    `prediction` (recall at IoU 0.7 with 100 proposals) held against the measurement, ± 0.1.
+    """
+    hint = "rpn_lab.build_rpn(anchor_sizes=(32, 64, 128, 256, 512), seed=seed): torchvision's sizes, 8 strides per level"
+    why = ("anchors of 8 strides start at 32 pixels on P2, and most shapes are 11-56 pixels: a 16-pixel object "
+           "overlaps no anchor by 0.3, so it gets positives only through its low-quality matches, and the deltas "
+           "must shrink those anchors by half. Whether that costs recall is what the small-object column shows.")
+    return rpn_experiment("check_anchor_size_experiment", build, prediction, {"anchor_sizes": (32, 64, 128, 256, 512)},
+                          hint, why, baseline, iterations, train_count, val_count)

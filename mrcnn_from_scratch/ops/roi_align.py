@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .rois import check_roi_inputs, to_roi_format
+from .rois import check_roi_inputs, divide, to_roi_format
 
 
 def roi_align(
@@ -49,7 +49,7 @@ def roi_align(
     roi_w, roi_h = x2 - x1, y2 - y1
     if not aligned:  # the legacy version forces every box to be at least 1×1 cell
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    bin_h, bin_w = _divide(roi_h, out_h), _divide(roi_w, out_w)
+    bin_h, bin_w = divide(roi_h, out_h), divide(roi_w, out_w)
 
     # The feature map as a table: row b·H·W + y·W + x holds the C channels of pixel (y, x) of image b.
     pixel_table = input.permute(0, 2, 3, 1).reshape(n * height * width, channels)
@@ -102,7 +102,7 @@ def _axis_samples(start: Tensor, bin_size: Tensor, bins: int, grid: int, size: i
     sample_index = torch.arange(grid, device=start.device, dtype=start.dtype)[None, None, :]
     start, bin_size = start[:, None, None], bin_size[:, None, None]
     # Same operation order as torchvision's kernel, so that float rounding agrees too.
-    pos = start + bin_index * bin_size + _divide((sample_index + 0.5) * bin_size, grid)
+    pos = start + bin_index * bin_size + divide((sample_index + 0.5) * bin_size, grid)
     inside = (pos >= -1.0) & (pos <= size)
     pos = pos.clamp(min=0)
     low = pos.long()  # truncation equals floor here, since pos >= 0
@@ -115,19 +115,14 @@ def _axis_samples(start: Tensor, bin_size: Tensor, bins: int, grid: int, size: i
     return torch.stack([low, high], dim=-1), weights
 
 
-def _divide(x: Tensor, n: int) -> Tensor:
-    """x / n rounded as IEEE division, like torchvision's kernels. On CUDA, x / n with a Python number n
-    is computed as x · (1/n), which can differ in the last bit."""
-    return x / torch.tensor(n, dtype=x.dtype, device=x.device)
-
-
 def _group_by_grid_size(grid_h: Tensor, grid_w: Tensor) -> list[tuple[Tensor, int, int]]:
     """Split adaptive-sampling RoIs into groups that share (grid_h, grid_w), so each is one batch.
 
-    Reading the grid sizes is the one host synchronisation in roi_align; it happens only when
-    sampling_ratio <= 0, because the sizes decide tensor shapes.
+    The grid sizes decide tensor shapes, so they must be read on the host: one `unique` and one read
+    of its result, however many groups there are. This happens only when sampling_ratio <= 0.
     """
-    pairs, group_of_roi = torch.unique(torch.stack([grid_h, grid_w], dim=1), dim=0, return_inverse=True)
-    return [
-        (torch.nonzero(group_of_roi == g).flatten(), int(h), int(w)) for g, (h, w) in enumerate(pairs.tolist())
-    ]
+    pairs, group_of_roi, counts = torch.unique(torch.stack([grid_h, grid_w], dim=1), dim=0, return_inverse=True,
+                                               return_counts=True)
+    groups = torch.cat([pairs, counts[:, None]], dim=1).tolist()  # [grid_h, grid_w, count] per group
+    members = torch.argsort(group_of_roi, stable=True).split([count for _, _, count in groups])
+    return [(index, h, w) for index, (h, w, _) in zip(members, groups)]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .rois import check_roi_inputs, to_roi_format
+from .rois import check_roi_inputs, divide, to_roi_format
 
 
 def roi_pool(
@@ -77,9 +77,7 @@ def _bin_edges(start: Tensor, length: Tensor, bins: int, size: int, dtype: torch
     Returns:
         first, end: Tensor[K, bins] (long), each bin's half-open cell range, clipped to [0, size].
     """
-    # Divide by a tensor, not a Python number: CUDA computes x / 7 as x · (1/7), which can differ in the
-    # last bit, and floor and ceil would then move a bin edge by a whole cell.
-    bin_size = length.to(dtype)[:, None] / torch.tensor(bins, dtype=dtype, device=start.device)
+    bin_size = divide(length.to(dtype)[:, None], bins)
     index = torch.arange(bins, device=start.device, dtype=dtype)[None, :]
     first = torch.floor(index * bin_size).long() + start[:, None]
     end = torch.ceil((index + 1) * bin_size).long() + start[:, None]

@@ -38,3 +38,13 @@ def check_roi_inputs(input: Tensor, rois: Tensor, output_size: int | tuple[int, 
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"output_size must be positive, got {output_size}")
     return int(out_h), int(out_w)
+
+
+def divide(x: Tensor, n: int) -> Tensor:
+    """x / n rounded as IEEE division, like torchvision's kernels.
+
+    On CUDA, x / n with a Python number (or a CPU scalar) n is computed as x · (1/n), which can differ
+    in the last bit, and floor or ceil of the result would then move a bin edge by a whole cell. So n
+    is made a 0-dim tensor on x's device: by a fill on the device, not a copy from the host.
+    """
+    return x / torch.full((), n, dtype=x.dtype, device=x.device)
