@@ -8,6 +8,7 @@ import math
 
 from .config import CONFIGS, MaskRCNNConfig
 from .data.errors import DataError
+from .engine.distributed import ProcessLost
 from .engine.errors import TrainingDiverged, UsageError
 from .engine.evaluate import evaluate_checkpoint
 from .engine.predict import predict_images
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="change config fields, e.g. --set min_size=256 max_size=256")
     train.add_argument("--device", choices=devices, default="auto", help="default: cuda if there is a GPU")
     train.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast), CUDA only")
+    train.add_argument("--compile", action="store_true",
+                       help="torch.compile the backbone and the heads (pays on a GPU; the first steps compile)")
     length = train.add_mutually_exclusive_group()
     length.add_argument("--iters", type=positive_int, help=f"iterations (small: {DEFAULT_ITERS})")
     length.add_argument("--epochs", type=positive_int, help=f"passes over the training set (r50: {r50.epochs})")
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         message = error.line if isinstance(error, DataError) else error
         parser.exit(2, f"{parser.prog} {args.command}: error: {message}\n")
-    except TrainingDiverged as error:
+    except (TrainingDiverged, ProcessLost) as error:
         if args.debug:
             raise
         parser.exit(1, f"{parser.prog} {args.command}: {error}\n")

@@ -6,14 +6,37 @@ torchrun starts N copies of the command and tells each its RANK, LOCAL_RANK and 
 environment variables. Each process holds a full copy of the model, trains on its own share of every
 batch, and DDP averages the gradients across processes during backward, so the copies stay identical.
 Processes talk through NCCL on GPUs and gloo on CPUs. Only rank 0 writes files and shows progress.
+
+On several machines, one torchrun per machine meets the others at a rendezvous endpoint (see README):
+
+    torchrun --nnodes=2 --nproc-per-node=N --rdzv-backend=c10d --rdzv-endpoint=HOST:29400 --rdzv-id=RUN -m ...
+
+When one process dies, the others must not wait for it forever: `stop_together` turns the error their
+next collective operation gets (or torchrun's SIGTERM) into ProcessLost, one line, and the run continues
+from its last checkpoint with `train --resume`.
 """
 import os
+import re
+import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from .errors import UsageError
+
+# How long a collective operation waits for a process that neither answers nor closes its connection (a
+# machine that went away). Longer than anything one process does while the others wait for it: rank 0
+# scoring a validation with COCOeval, or writing a checkpoint.
+PEER_TIMEOUT = timedelta(minutes=10)
+# What gloo and NCCL say when the other end of a collective operation has gone.
+PEER_GONE = re.compile(r"Connection (closed|reset) by peer|gloo|NCCL")
+
+
+class ProcessLost(RuntimeError):
+    """Another process of a multi-process run stopped (it failed, was killed, or its machine went away)."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +74,39 @@ def start_process(device_name: str) -> Process:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=PEER_TIMEOUT)
     return Process(dist.get_rank(), dist.get_world_size(), device)
+
+
+@contextmanager
+def stop_together(process: Process):
+    """Inside, a process whose partner died raises ProcessLost (one line) instead of a collective's error.
+
+    Two ways the news arrives: the next collective operation fails (gloo at once, as the connection
+    closes; NCCL after PEER_TIMEOUT), or torchrun, which stops every process of its machine when one
+    fails, sends SIGTERM. Without torchrun's processes (world size 1) nothing changes."""
+    if not process.distributed:
+        yield
+        return
+    resume = "train --resume continues from the last checkpoint"
+
+    def stopped_by_launcher(signum, frame):
+        raise ProcessLost(f"rank {process.rank}: stopped by torchrun (SIGTERM), as another process of the run "
+                          f"failed: its message says why. {resume}")
+
+    previous = signal.signal(signal.SIGTERM, stopped_by_launcher)
+    try:
+        yield
+    except (RuntimeError, dist.DistError) as error:
+        # Only the errors of collectives: plain RuntimeErrors (gloo's) or DistErrors, that name a lost peer.
+        collective = type(error) is RuntimeError or isinstance(error, dist.DistError)
+        if not (collective and PEER_GONE.search(str(error))):
+            raise
+        first_line = re.sub(r"^\[[^\]]*\] *", "", str(error).strip().splitlines()[0])[:160]  # without gloo's source file
+        raise ProcessLost(f"rank {process.rank}: another process of this run stopped ({first_line}); this one "
+                          f"stops too. {resume}") from error
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def end_process(process: Process) -> None:

@@ -26,7 +26,7 @@ from ..model import MaskRCNN
 from .checkpoint import (capture_rng_state, load_checkpoint, remove_stale_temporaries, restore_rng_state,
                          save_atomically)
 from .data_order import AugmentedSamples, ShuffledBatches, seed_worker
-from .distributed import Process, end_process, gather_from_all, mean_over_processes, start_process
+from .distributed import Process, end_process, gather_from_all, mean_over_processes, start_process, stop_together
 from .errors import TrainingDiverged, UsageError
 from .evaluate import coco_metrics, predict_dataset
 from .layout import class_names_of, open_split
@@ -43,7 +43,8 @@ def train(options: TrainOptions) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(options.threads)
     try:
-        return Training(options, process).run()
+        with stop_together(process):  # if another process dies, stop with one line (see distributed.py)
+            return Training(options, process).run()
     finally:
         torch.set_num_threads(threads)
         end_process(process)
@@ -99,6 +100,8 @@ class Training:
         if not stored:
             load_initial_weights(self.model, self.settings, process.is_main)
         self.model.to(self.device)
+        if options.compile:
+            self.model.compile_dense_parts()
         self.optimizer = build_optimizer(self.recipe, self.model, self.settings["lr"])
         self.scheduler = build_scheduler(self.optimizer, self.recipe, self.total_iters)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=options.amp)
@@ -189,12 +192,15 @@ class Training:
         images, targets = to_device(*next(self.batches), self.device)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.options.amp):
             losses = self.ddp_model(images, targets)
-        values = mean_over_processes(losses, self.process)  # equal on all processes: all stop together
-        self._stop_if_not_finite(values, "")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(sum(losses.values())).backward()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
+        # One read of the step's numbers, after the backward pass, so that a GPU never waits for the host
+        # in the middle of a step. A non-finite loss still stops training before the weights change.
+        values = mean_over_processes({**losses, "grad_norm": grad_norm}, self.process)  # the same on all processes
+        grad_norm = values.pop("grad_norm")
+        self._stop_if_not_finite(values, "")
         if not self.options.amp:  # with AMP, an Inf gradient only makes the scaler skip the step
             self._stop_if_not_finite({"the gradient norm": grad_norm}, " (the losses were finite)")
         self.scaler.step(self.optimizer)
