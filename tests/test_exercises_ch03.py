@@ -1,15 +1,12 @@
 """Chapter 03's checkers pass correct code (the package's and torchvision's) and reject plausible mistakes."""
-import math
-from collections import OrderedDict
-
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torch import nn
 from torchvision.ops.poolers import LevelMapper
 
-from mrcnn_from_scratch.exercises import check_fpn_forward, check_pyramid_shapes, check_roi_levels, check_top_down
+from mrcnn_from_scratch.exercises import check_output_conv_experiment, check_roi_levels, check_top_down
+from mrcnn_from_scratch.exercises import rpn_lab
 from mrcnn_from_scratch.exercises.ch03 import reference_roi_levels, reference_top_down
 
 
@@ -38,36 +35,6 @@ def top_down_by_repeat(laterals):
     return merged
 
 
-def fpn_forward(features, lateral_convs, output_convs, relu=False, p6_from="P5", p6_kernel=1, scale_factor=None):
-    """The FPN forward; the keyword arguments make the usual mistakes."""
-    laterals = [conv(c) for conv, c in zip(lateral_convs, features)]
-    if relu:
-        laterals = [torch.relu(x) for x in laterals]
-    merged = top_down(laterals, scale_factor=scale_factor)
-    outputs = [conv(m) for conv, m in zip(output_convs, merged)]
-    top = outputs[-1] if p6_from == "P5" else merged[-1]
-    return outputs + [F.max_pool2d(top, kernel_size=p6_kernel, stride=2)]
-
-
-def torchvision_fpn_forward(features, lateral_convs, output_convs):
-    """torchvision.ops.FeaturePyramidNetwork holding the same weights."""
-    fpn = torchvision.ops.FeaturePyramidNetwork([c.in_channels for c in lateral_convs], lateral_convs[0].out_channels,
-                                                extra_blocks=LastLevelMaxPool())
-    for i, (lateral, output) in enumerate(zip(lateral_convs, output_convs)):
-        fpn.inner_blocks[i][0].load_state_dict(lateral.state_dict())
-        fpn.layer_blocks[i][0].load_state_dict(output.state_dict())
-    return fpn(OrderedDict((str(i), c) for i, c in enumerate(features)))  # a dict: the checker takes its values
-
-
-def pyramid_shapes(height, width):
-    shapes, h, w = [], height, width
-    for k in range(1, 7):
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-        if k >= 2:
-            shapes.append((h, w))
-    return shapes
-
-
 def torchvision_levels(boxes):
     mapper = LevelMapper(2, 5)
     return mapper([boxes]) + 2
@@ -77,13 +44,10 @@ def test_checkers_pass_correct_code(capsys):
     assert check_top_down(top_down)
     assert check_top_down(top_down_by_repeat)
     assert check_top_down(reference_top_down)
-    assert check_fpn_forward(fpn_forward)
-    assert check_fpn_forward(torchvision_fpn_forward)
-    assert check_pyramid_shapes(pyramid_shapes)
     assert check_roi_levels(reference_roi_levels)
     assert check_roi_levels(torchvision_levels)
     out = capsys.readouterr().out
-    assert out.count("✓") == 8 and "✓ check_fpn_forward passed 5 cases" in out
+    assert out.count("✓") == 5 and "✓ check_roi_levels passed 7 cases" in out
 
 
 def test_references_agree_with_torchvision():
@@ -97,7 +61,7 @@ def test_unfilled_stub_raises_not_implemented():
     def stub(*args):
         raise NotImplementedError
 
-    for check in [check_top_down, check_fpn_forward, check_pyramid_shapes, check_roi_levels]:
+    for check in [check_top_down, check_roi_levels]:
         with pytest.raises(NotImplementedError):
             check(stub)
 
@@ -106,7 +70,7 @@ def test_checkers_leave_the_global_random_state_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    check_fpn_forward(fpn_forward)
+    check_top_down(top_down)
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -136,40 +100,6 @@ def test_failure_message_shows_shapes_not_whole_tensors():
     assert "Tensor[1, 8, 16, 16]" in text and len(text) < 2000
 
 
-@pytest.mark.parametrize(
-    "wrong, message",
-    [
-        (lambda f, l, o: fpn_forward(f, l, o, relu=True), "P2 has wrong values"),
-        (lambda f, l, o: fpn_forward(f, l, o, p6_from="M5"), "max-pooled top level"),
-        (lambda f, l, o: fpn_forward(f, l, o, p6_kernel=2), "max-pooled top level"),
-        (lambda f, l, o: fpn_forward(f, l, o, scale_factor=2), "your function raised RuntimeError"),
-        (lambda f, l, o: fpn_forward(f, l, o)[:-1], "return 5 maps"),
-    ],
-    ids=["relu on laterals", "P6 from M5", "P6 with a 2x2 max pool", "scale_factor=2", "no P6"],
-)
-def test_fpn_forward_rejects(wrong, message):
-    with pytest.raises(AssertionError, match=message):
-        check_fpn_forward(wrong)
-
-
-def floor_shapes(height, width):
-    return [(height // 2**k, width // 2**k) for k in range(2, 7)]
-
-
-@pytest.mark.parametrize(
-    "wrong, message",
-    [
-        (floor_shapes, "P6 should be 13×19, got 12×19"),
-        (lambda h, w: pyramid_shapes(h, w)[:4], "return 5"),
-        (lambda h, w: [(w_, h_) for h_, w_ in pyramid_shapes(h, w)], "P2 should be 200×304"),
-    ],
-    ids=["floor division", "no P6", "(width, height)"],
-)
-def test_pyramid_shapes_rejects(wrong, message):
-    with pytest.raises(AssertionError, match=message):
-        check_pyramid_shapes(wrong)
-
-
 def levels(boxes, rounding=torch.floor, clamp=True, offset=0):
     size = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     k = rounding(4 + torch.log2(size / 224))
@@ -193,3 +123,57 @@ def levels(boxes, rounding=torch.floor, clamp=True, offset=0):
 def test_roi_levels_rejects(wrong, message):
     with pytest.raises(AssertionError, match=message):
         check_roi_levels(wrong)
+
+
+# ------------------------------------------------------------ the experiment: no 3×3 output convolutions
+
+TINY_BUDGET = dict(iterations=2, train_count=16, val_count=8)  # the protocol, not the result, is under test
+
+
+def without_output_convs(seed=0):
+    backbone, rpn = rpn_lab.build_rpn(seed=seed)
+    backbone.fpn.output_convs = nn.ModuleList(nn.Identity() for _ in backbone.fpn.output_convs)
+    return backbone, rpn
+
+
+def test_output_conv_experiment_measures_the_variant(capsys):
+    result = check_output_conv_experiment(without_output_convs, 0.5, **TINY_BUDGET)
+    out = capsys.readouterr().out
+    assert "✓ check_output_conv_experiment: your variant is the one asked for" in out
+    assert set(result) == {"measured", "baseline", "prediction", "within"} and result["prediction"] == 0.5
+    assert set(result["measured"]) == {"all", *rpn_lab.SIZE_GROUPS}
+    assert 0.0 <= result["measured"]["all"] <= 1.0
+    # The verdict is the distance to the measurement, whichever way it falls.
+    assert result["within"] == (abs(0.5 - result["measured"]["all"]) <= 0.1)
+    assert ("✓ within" if result["within"] else "✗ outside") in out
+
+
+def test_output_conv_experiment_judges_the_prediction_against_the_measurement(capsys):
+    measured = check_output_conv_experiment(without_output_convs, 0.0, **TINY_BUDGET)["measured"]["all"]
+    again = check_output_conv_experiment(without_output_convs, measured + 0.05, baseline={"all": 0.0}, **TINY_BUDGET)
+    assert again["measured"]["all"] == measured and again["within"]  # seeded: the same measurement
+    far = check_output_conv_experiment(without_output_convs, measured + 0.3, baseline={"all": 0.0}, **TINY_BUDGET)
+    assert not far["within"] and "✗ outside" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (lambda seed=0: rpn_lab.build_rpn(seed=seed), "not the variant asked for"),
+        (lambda seed=0: rpn_lab.build_rpn(output_convs=False, seed=seed + 1), "not the variant asked for"),
+        (lambda seed=0: rpn_lab.build_rpn(output_convs=False, allow_low_quality_matches=False, seed=seed),
+         "not the variant asked for"),
+        (lambda seed=0: rpn_lab.build_rpn(output_convs=False, seed=seed)[0], "return \\(backbone, rpn\\)"),
+    ],
+    ids=["unchanged", "another seed", "two changes", "backbone only"],
+)
+def test_output_conv_experiment_rejects(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        check_output_conv_experiment(wrong, 0.5, **TINY_BUDGET)
+
+
+def test_output_conv_experiment_wants_a_prediction_first():
+    with pytest.raises(NotImplementedError, match="prediction first"):
+        check_output_conv_experiment(without_output_convs, None, **TINY_BUDGET)
+    with pytest.raises(AssertionError, match="should be a number"):
+        check_output_conv_experiment(without_output_convs, "high", **TINY_BUDGET)

@@ -8,9 +8,11 @@ from torchvision.models.detection import _utils as tv_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TorchvisionAnchorGenerator
 
 from mrcnn_from_scratch.anchors import cell_anchors
-from mrcnn_from_scratch.exercises import check_cell_anchors, check_grid_anchors, check_matcher, check_rpn_loss
+from mrcnn_from_scratch.exercises import (check_anchor_size_experiment, check_cell_anchors, check_grid_anchors,
+                                         check_low_quality_experiment, check_matcher, check_rpn_loss, rpn_lab)
 from mrcnn_from_scratch.exercises.ch04 import reference_grid_anchors, reference_match
 from mrcnn_from_scratch.losses import rpn_loss
+from mrcnn_from_scratch.matching import Matcher
 
 
 # ------------------------------------------------------------------ correct implementations pass
@@ -208,3 +210,54 @@ def test_rpn_loss_failure_names_the_losses():
     text = str(failure.value)
     assert "Expected: loss_objectness " in text and "Received: loss_objectness " in text
     assert "Hint: loss_objectness: binary cross-entropy" in text
+
+
+# ------------------------------------------------------------- the experiments: predict, then measure
+
+TINY_BUDGET = dict(iterations=2, train_count=16, val_count=8)  # the protocol, not the result, is under test
+
+
+def without_low_quality_matches(seed=0):
+    backbone, rpn = rpn_lab.build_rpn(seed=seed)
+    rpn.matcher = Matcher(0.7, 0.3, allow_low_quality_matches=False)
+    return backbone, rpn
+
+
+def anchors_of_8_strides(seed=0):
+    return rpn_lab.build_rpn(anchor_sizes=(32, 64, 128, 256, 512), seed=seed)
+
+
+@pytest.mark.parametrize("check, build", [(check_low_quality_experiment, without_low_quality_matches),
+                                          (check_anchor_size_experiment, anchors_of_8_strides)],
+                         ids=["low-quality matches", "anchor sizes"])
+def test_experiments_measure_the_variant(check, build, capsys):
+    result = check(build, 0.5, **TINY_BUDGET)
+    out = capsys.readouterr().out
+    assert f"✓ {check.__name__}: your variant is the one asked for" in out and "Why:" in out
+    assert set(result["measured"]) == set(result["baseline"]) == {"all", *rpn_lab.SIZE_GROUPS}
+    assert result["within"] == (abs(0.5 - result["measured"]["all"]) <= 0.1)
+
+
+@pytest.mark.parametrize(
+    "check, wrong",
+    [
+        (check_low_quality_experiment, lambda seed=0: rpn_lab.build_rpn(seed=seed)),
+        (check_low_quality_experiment, lambda seed=0: rpn_lab.build_rpn(allow_low_quality_matches=False, seed=seed,
+                                                                         anchor_sizes=(32, 64, 128, 256, 512))),
+        (check_anchor_size_experiment, lambda seed=0: rpn_lab.build_rpn(seed=seed)),
+        (check_anchor_size_experiment, lambda seed=0: rpn_lab.build_rpn(anchor_sizes=(8, 16, 32, 64, 128), seed=seed)),
+        (check_anchor_size_experiment, without_low_quality_matches),
+    ],
+    ids=["low-quality: unchanged", "low-quality: two changes", "sizes: unchanged", "sizes: 2 strides",
+         "sizes: the other experiment"],
+)
+def test_experiments_reject_another_model(check, wrong):
+    with pytest.raises(AssertionError, match="not the variant asked for"):
+        check(wrong, 0.5, **TINY_BUDGET)
+
+
+def test_experiments_want_a_prediction_first():
+    for check, build in ((check_low_quality_experiment, without_low_quality_matches),
+                         (check_anchor_size_experiment, anchors_of_8_strides)):
+        with pytest.raises(NotImplementedError, match="prediction first"):
+            check(build, None, **TINY_BUDGET)

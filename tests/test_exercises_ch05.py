@@ -11,6 +11,8 @@ from mrcnn_from_scratch.exercises import (
     check_multiscale_roi_align,
     check_roi_align_box,
     check_roi_pool_bins,
+    check_roi_pool_experiment,
+    mask_lab,
 )
 from mrcnn_from_scratch.exercises.ch05 import reference_bilinear, reference_roi_pool_bins
 from mrcnn_from_scratch.poolers import box_levels
@@ -222,3 +224,44 @@ def test_check_multiscale_roi_align_passes_torchvision_and_a_plain_version():
 def test_check_multiscale_roi_align_rejects(wrong, message):
     with pytest.raises(AssertionError, match=message):
         check_multiscale_roi_align(wrong)
+
+
+# ------------------------------------------------------ the experiment: RoIPool against RoIAlign in training
+
+TINY_BUDGET = dict(steps=2, train_count=4, test_count=4)  # the protocol, not the result, is under test
+
+
+def roi_pool_crops(features, rois):
+    return ops.roi_pool(features, rois, 14, 1 / mask_lab.STRIDE)
+
+
+def test_roi_pool_experiment_measures_both_poolings(capsys):
+    result = check_roi_pool_experiment(roi_pool_crops, 0.2, **TINY_BUDGET)
+    out = capsys.readouterr().out
+    assert "✓ check_roi_pool_experiment: your pooling is RoIPool's" in out and "RoIAlign" in out
+    assert set(result["measured"]) == set(result["baseline"]) == {"mean IoU", "IoU >= 0.75"}
+    assert result["within"] == (abs(0.2 - result["measured"]["IoU >= 0.75"]) <= 0.1)
+    # Seeded: the same pooling measures the same, so the verdict follows the distance alone.
+    again = check_roi_pool_experiment(roi_pool_crops, result["measured"]["IoU >= 0.75"] + 0.3,
+                                      baseline=result["baseline"], **TINY_BUDGET)
+    assert again["measured"] == result["measured"] and not again["within"]
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (lambda f, r: ops.roi_align(f, r, 14, 1 / mask_lab.STRIDE, 2), "wrong values"),
+        (lambda f, r: ops.roi_pool(f, r, 14, 1.0), "wrong values"),
+        (lambda f, r: ops.roi_pool(f, r, 7, 1 / mask_lab.STRIDE), "should have shape"),
+        (lambda f, r: ops.roi_pool(f, r[:, 1:], 14, 1 / mask_lab.STRIDE), "your pooling raised"),
+    ],
+    ids=["RoIAlign", "scale 1", "7 x 7", "boxes without image index"],
+)
+def test_roi_pool_experiment_rejects(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        check_roi_pool_experiment(wrong, 0.2, **TINY_BUDGET)
+
+
+def test_roi_pool_experiment_wants_a_prediction_first():
+    with pytest.raises(NotImplementedError, match="prediction first"):
+        check_roi_pool_experiment(roi_pool_crops, None, **TINY_BUDGET)

@@ -11,9 +11,11 @@ from mrcnn_from_scratch.exercises.ch09 import (
     check_boxes_to_original,
     check_iterations_for,
     check_scaled_lr,
+    check_training_step,
     check_warmup_cosine,
     reference_iterations_for,
     reference_scaled_lr,
+    reference_training_step,
 )
 
 
@@ -175,3 +177,65 @@ def test_check_iterations_for_rejects(wrong, message):
 def test_check_boxes_to_original_rejects(wrong, message):
     with pytest.raises(AssertionError, match=message):
         check_boxes_to_original(wrong)
+
+
+# ------------------------------------------------------------------------------- the training step
+
+def training_step(model, images, targets, optimizer, grad_clip, zero=True, clip=True, clip_after_step=False,
+                  mean=False, zero_after_backward=False):
+    """One training step; the keyword arguments make the usual mistakes."""
+    losses = model(images, targets)
+    if zero:
+        optimizer.zero_grad()  # set_to_none or zeros: the same step
+    total = sum(losses.values()) / (len(losses) if mean else 1)
+    total.backward()
+    if zero_after_backward:
+        optimizer.zero_grad()
+    if clip and not clip_after_step:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if clip and clip_after_step:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    return losses
+
+
+def test_check_training_step_passes_the_engines_step_and_equivalent_code(capsys):
+    assert check_training_step(reference_training_step)
+    assert check_training_step(training_step)
+    assert "✓ check_training_step passed 4 cases" in capsys.readouterr().out
+
+
+def test_the_reference_step_is_the_engines():
+    """The engine's step (engine/train.py) takes the same actions in the same order as the reference."""
+    import inspect
+
+    from mrcnn_from_scratch.engine.train import Training
+
+    engine = inspect.getsource(Training._step)
+    order = [engine.index(call) for call in ("zero_grad", ".backward()", "clip_grad_norm_(", ".step(self.optimizer)")]
+    assert order == sorted(order)
+    assert "self.recipe.grad_clip" in engine
+
+
+@pytest.mark.parametrize(
+    "mistake, message",
+    [
+        ({"clip": False}, "case 1 of 4.*weights differ"),
+        ({"clip_after_step": True}, "case 1 of 4.*weights differ"),
+        ({"zero": False}, '"three SGD steps"'),
+        ({"mean": True}, "weights differ"),
+        ({"zero_after_backward": True}, "weights differ"),
+    ],
+    ids=["no clip", "clip after step", "no zero_grad", "mean of the losses", "zero_grad after backward"],
+)
+def test_check_training_step_rejects(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        check_training_step(lambda *args: training_step(*args, **mistake))
+
+
+def test_check_training_step_wants_the_loss_dict():
+    def returns_total(*args):
+        return sum(training_step(*args).values())
+
+    with pytest.raises(AssertionError, match="return the model's loss dict"):
+        check_training_step(returns_total)

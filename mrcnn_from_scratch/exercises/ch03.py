@@ -1,5 +1,5 @@
-"""Checkers for chapter 03's exercises: the FPN's top-down merge, its forward pass, the sizes of the
-pyramid's levels, and the level that a box is pooled from.
+"""Checkers for chapter 03's exercises: the FPN's top-down merge, what its 3×3 output convolutions are
+worth (an experiment), and the level that a box is pooled from.
 
 Each checker runs your function on fixed cases, compares it with the package's finished version
 (`mrcnn_from_scratch.fpn`, `mrcnn_from_scratch.backbone` and `mrcnn_from_scratch.poolers`), and raises AssertionError on the first
@@ -7,26 +7,24 @@ case it gets wrong, showing that input. The functions it expects:
 
     top_down(laterals: [L2, ..., L5]) -> [M2, ..., M5]
         M5 = L5 and M_k = L_k + nearest-neighbour upsampling of M_{k+1} to L_k's size; no convolutions.
-    fpn_forward(features: [C2, ..., C5], lateral_convs, output_convs) -> [P2, P3, P4, P5, P6]
-        lateral_convs[i] and output_convs[i] are the 1×1 and 3×3 convolutions of level i + 2.
-    pyramid_shapes(height, width) -> [(h2, w2), ..., (h6, w6)]
-        the spatial sizes of P2..P6 that a ResNet-FPN gives for an image of height × width.
+    build(seed) -> (backbone, rpn)
+        chapter 04's small RPN (`rpn_lab.build_rpn(seed=seed)`) with the FPN's 3×3 output convolutions
+        replaced by the identity; the checker trains it and holds your prediction against its recall.
     roi_levels(boxes: Tensor[K, 4]) -> Tensor[K] int64
         the FPN level k in 2..5 that each (x1, y1, x2, y2) box is pooled from.
 
 Lists of feature maps work for any number of levels, not only four.
 """
-import functools
 import math
 from typing import Any, Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..backbone import ResNet
-from ..fpn import BackboneWithFPN, FeaturePyramidNetwork
+from ..fpn import FeaturePyramidNetwork
 from ..poolers import box_levels
 from ._checking import Case, keeping_random_state, run_cases, tensor_problem
+from ._experiments import rpn_experiment
 
 # The levels that the RoI heads pool from: P2..P5.
 MIN_LEVEL, MAX_LEVEL = 2, 5
@@ -136,94 +134,6 @@ def check_top_down(fn: Callable) -> bool:
     return run_cases("check_top_down", _call_with_copies(fn), reference_top_down, cases, compare)
 
 
-# ------------------------------------------------------------------------------------ FPN forward
-
-def _fpn_case(in_channels: list[int], out_channels: int, image_size: tuple[int, int], seed: int, batch: int = 1) -> dict:
-    """Inputs for fn(features, lateral_convs, output_convs): random C_k and a random package FPN's weights,
-    loaded into plain ModuleLists of 1×1 and 3×3 convolutions."""
-    torch.manual_seed(seed)  # the FPN initializes itself from the global generator (check_* restore it)
-    fpn = FeaturePyramidNetwork(in_channels, out_channels)
-    for conv in [*fpn.lateral_convs, *fpn.output_convs]:
-        nn.init.uniform_(conv.bias, -0.5, 0.5)  # the package starts biases at 0; make them count
-    lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
-    output_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
-    lateral_convs.load_state_dict(fpn.lateral_convs.state_dict())
-    output_convs.load_state_dict(fpn.output_convs.state_dict())
-    features = _random_maps(_odd_sizes(*image_size, levels=len(in_channels)), in_channels, seed + 100, batch)
-    return {"features": features, "lateral_convs": lateral_convs, "output_convs": output_convs}
-
-
-def reference_fpn_forward(features: list[Tensor], lateral_convs: nn.ModuleList, output_convs: nn.ModuleList) -> FeatureMaps:
-    """[C2, ..., C5] -> [P2, ..., P6] by the package's FeaturePyramidNetwork holding the given convolutions' weights."""
-    fpn = FeaturePyramidNetwork([c.in_channels for c in lateral_convs], lateral_convs[0].out_channels)
-    fpn.lateral_convs.load_state_dict(lateral_convs.state_dict())
-    fpn.output_convs.load_state_dict(output_convs.state_dict())
-    with torch.no_grad():
-        return FeatureMaps(fpn(list(features)).values())
-
-
-@keeping_random_state
-def check_fpn_forward(fn: Callable) -> bool:
-    """Check fn(features [C2, ..., C5], lateral_convs, output_convs) -> [P2, ..., P6] against the package's FPN."""
-    p6 = ("P6 = F.max_pool2d(P5, kernel_size=1, stride=2): the top *output* P5 (after its 3×3), subsampled; "
-          "a 1×1 kernel keeps every other value, and odd sizes round up")
-    order = ("lateral 1×1 on every C_k, top-down merge from C5 down (upsample to the lateral's size, add), "
-             "then the 3×3 on every merged map; no activations anywhere")
-    cases = [
-        Case("4 levels, a 64×64 image", _fpn_case([8, 16, 32, 64], 16, (64, 64), 0), order),
-        Case("4 levels, a 100×75 image (odd sizes)", _fpn_case([8, 16, 32, 64], 16, (100, 75), 1),
-             "upsample to the lateral map's size (size=lateral.shape[-2:]), not by scale_factor=2; " + p6),
-        Case("4 levels, a batch of 2", _fpn_case([4, 8, 16, 32], 8, (96, 128), 2, batch=2), p6),
-        Case("ResNet-50's channels, 32 output channels", _fpn_case([256, 512, 1024, 2048], 32, (64, 96), 3), order),
-        Case("3 levels", _fpn_case([8, 16, 32], 8, (80, 48), 4), "loop over however many levels there are"),
-    ]
-
-    def compare(received, expected, case):
-        names = _level_names(2, len(expected) - 1, "P") + [f"P{len(expected) + 1} (the max-pooled top level)"]
-        return _maps_problem(received, expected, names, rtol=1e-4, atol=1e-5)
-
-    with torch.no_grad():
-        return run_cases("check_fpn_forward", _call_with_copies(fn), reference_fpn_forward, cases, compare)
-
-
-# --------------------------------------------------------------------------------- pyramid shapes
-
-@functools.lru_cache(maxsize=1)
-def _thin_resnet_fpn() -> BackboneWithFPN:
-    """A ResNet-18-FPN one channel wide: the same layers, strides and paddings as a real one, but cheap."""
-    return BackboneWithFPN(ResNet(18, width=1), out_channels=1).eval()
-
-
-def reference_pyramid_shapes(height: int, width: int) -> list[tuple[int, int]]:
-    """The sizes of P2..P6 for an image of height × width, measured on the package's ResNet-18-FPN (one channel wide)."""
-    with torch.no_grad():
-        pyramid = _thin_resnet_fpn()(torch.zeros(1, 3, height, width))
-    return [tuple(p.shape[-2:]) for p in pyramid.values()]
-
-
-@keeping_random_state
-def check_pyramid_shapes(fn: Callable) -> bool:
-    """Check fn(height, width) -> [(h, w) of P2, ..., P6] against a real ResNet-FPN's outputs."""
-    rounding = ("every stride-2 layer (the stem's conv and max pool, the first block of stages 3–5, and P6's "
-                "subsampling) maps a side s to ceil(s / 2), not s // 2")
-    sizes = [(800, 1216), (64, 64), (333, 517), (100, 75), (801, 1333), (37, 5), (1, 1)]
-    cases = [Case(f"a {h}×{w} image", {"height": h, "width": w}, rounding) for h, w in sizes]
-
-    def compare(received, expected, case):
-        try:
-            got = [tuple(int(v) for v in size) for size in received]
-        except (TypeError, ValueError):
-            return "return a list of 5 (height, width) pairs, for P2, P3, P4, P5 and P6"
-        if len(got) != len(expected):
-            return f"return {len(expected)} (height, width) pairs, for P2..P6; got {len(got)}"
-        for k, (g, e) in enumerate(zip(got, expected), start=2):
-            if g != e:
-                return f"P{k} should be {e[0]}×{e[1]}, got {g[0]}×{g[1]}"
-        return None
-
-    return run_cases("check_pyramid_shapes", fn, reference_pyramid_shapes, cases, compare)
-
-
 # ------------------------------------------------------------------------------ RoI level mapping
 
 def reference_roi_levels(boxes: Tensor) -> Tensor:
@@ -267,3 +177,21 @@ def check_roi_levels(fn: Callable) -> bool:
         return problem
 
     return run_cases("check_roi_levels", fn, reference_roi_levels, cases, compare)
+
+
+# ------------------------------------------------------------- predict, then measure: the 3×3 output conv
+
+def check_output_conv_experiment(build: Callable, prediction, baseline: dict | None = None, iterations: int = 250,
+                                 train_count: int = 1000, val_count: int = 100) -> dict:
+    """Exercise 2: build(seed) -> (backbone, rpn), rpn_lab's bench with P_k = M_k (no 3×3 output convolutions).
+
+    Checks the variant, trains it (and the bench unchanged, unless `baseline` gives its recall_by_size) and
+    holds `prediction` (recall at IoU 0.7 with 100 proposals) against the measurement, ± 0.1.
+    """
+    hint = ("start from backbone, rpn = rpn_lab.build_rpn(seed=seed) and replace every module of "
+            "backbone.fpn.output_convs by nn.Identity(); or call rpn_lab.build_rpn(output_convs=False, seed=seed)")
+    why = ("the 3×3 convolutions are 36,928 parameters per level here, and the RPN head has a 3×3 convolution of "
+           "its own, which can smooth the 2×2 steps of the upsampling too; what the output convolutions add on "
+           "top of that is the measured difference. On COCO's 256 channels and 80 classes the FPN paper kept them.")
+    return rpn_experiment("check_output_conv_experiment", build, prediction, {"output_convs": False}, hint, why,
+                          baseline, iterations, train_count, val_count)

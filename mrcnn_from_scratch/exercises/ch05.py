@@ -1,5 +1,5 @@
-"""Checkers for chapter 05's exercises: bilinear sampling, RoIAlign for one box, RoIPool's bins, and
-multi-scale RoIAlign over the FPN levels.
+"""Checkers for chapter 05's exercises: bilinear sampling, RoIAlign for one box, RoIPool's bins,
+multi-scale RoIAlign over the FPN levels, and RoIPool against RoIAlign in training (an experiment).
 
 Each checker runs your function on fixed cases, compares it with the package's finished version
 (`mrcnn_from_scratch.ops` and `mrcnn_from_scratch.poolers`), and raises AssertionError on the first
@@ -17,6 +17,11 @@ case it gets wrong, showing that input. The functions it expects:
     multiscale_roi_align(features: [P2, P3, P4, P5], boxes: [Tensor[K_i, 4] per image], image_size: (h, w))
         -> Tensor[sum K_i, C, 7, 7]
         each box pooled (RoIAlign, sampling ratio 2, aligned=False) from its own level, in the order of the boxes.
+
+Exercise 5 is an experiment ("predict, then measure", see `_experiments.py`) on `mask_lab`'s tiny mask head:
+
+    pool(features: Tensor[N, 3, 16, 16], rois: Tensor[K, 5]) -> Tensor[K, 3, 14, 14]
+        RoIPool of every RoI from the stride-8 map; the checker trains the head on it and on RoIAlign.
 """
 import math
 from typing import Callable
@@ -27,7 +32,9 @@ from torch import Tensor
 from .. import ops
 from ..ops.roi_pool import _bin_edges
 from ..poolers import MultiScaleRoIAlign
+from . import mask_lab
 from ._checking import Case, run_cases, tensor_problem
+from ._experiments import judge_prediction, need_prediction
 
 
 class FeatureMaps(list):
@@ -251,3 +258,46 @@ def check_multiscale_roi_align(fn: Callable) -> bool:
         return fn(FeatureMaps(f.clone() for f in features), FeatureMaps(b.clone() for b in boxes), image_size)
 
     return run_cases("check_multiscale_roi_align", with_copies, reference_multiscale_roi_align, cases, compare)
+
+
+# ------------------------------------------------------- predict, then measure: RoIPool against RoIAlign
+
+def _roi_align_crops(features: Tensor, rois: Tensor) -> Tensor:
+    """The bench's reference pooling: RoIAlign to 14 × 14, sampling ratio 2, aligned=False."""
+    return ops.roi_align(features, rois, 14, 1 / mask_lab.STRIDE, 2)
+
+
+def check_roi_pool_experiment(pool: Callable, prediction, baseline: dict | None = None, steps: int = 400,
+                              train_count: int = 200, test_count: int = 50) -> dict:
+    """Exercise 5: pool(features Tensor[N, 3, 16, 16], rois Tensor[K, 5]) -> Tensor[K, 3, 14, 14] by RoIPool.
+
+    Checks the pooling against ops.roi_pool, trains mask_lab's tiny head on it (and on RoIAlign, unless
+    `baseline` gives that result), and holds `prediction`, the share of test RoIs whose mask reaches
+    IoU 0.75 with RoIPool, against the measurement, ± 0.1.
+    """
+    what = "the share of test masks at IoU >= 0.75 with RoIPool"
+    prediction = need_prediction(prediction, what)
+    features, rois, _ = mask_lab.rois_of("val", 8)
+    try:
+        received = pool(features.clone(), rois.clone())
+    except NotImplementedError:
+        raise
+    except Exception as error:
+        raise AssertionError(f"check_roi_pool_experiment: your pooling raised {type(error).__name__}: {error}") from error
+    expected = ops.roi_pool(features, rois, 14, 1 / mask_lab.STRIDE)
+    problem = tensor_problem(received, expected, "the pooled RoIs", rtol=1e-6, atol=1e-6)
+    if problem:
+        raise AssertionError(f"check_roi_pool_experiment: {problem}\nHint: ops.roi_pool(features, rois, 14, "
+                             f"1 / mask_lab.STRIDE): 14 × 14 bins, and a spatial scale of 1/8 for a stride-8 map")
+    print(f"✓ check_roi_pool_experiment: your pooling is RoIPool's. Training the head on it for {steps} steps...")
+    measured = mask_lab.experiment(pool, steps, train_count, test_count)
+    if baseline is None:
+        baseline = mask_lab.experiment(_roi_align_crops, steps, train_count, test_count)
+    print(f"{test_count} test images: {'':10s}" + "".join(f"{name:>14s}" for name in measured))
+    for name, result in (("RoIAlign", baseline), ("RoIPool", measured)):
+        print(f"{'':24s}{name:10s}" + "".join(f"{value:14.3f}" for value in result.values()))
+    why = ("RoIPool rounds the box to whole cells, 8 pixels here, and the bins again; the head then learns masks "
+           "from features shifted by up to a cell. A shift of a few pixels hardly changes whether the mask is "
+           "roughly right (compare the mean IoU), but it decides whether it is precise.")
+    within = judge_prediction("check_roi_pool_experiment", prediction, measured["IoU >= 0.75"], 0.1, what, why)
+    return {"measured": measured, "baseline": baseline, "prediction": prediction, "within": within}

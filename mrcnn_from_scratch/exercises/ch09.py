@@ -1,5 +1,6 @@
 """Checkers for chapter 09's exercises: the warm-up and cosine schedule, the linear scaling rule, the number
-of iterations of a run measured in epochs, and detections' boxes mapped back to the original image.
+of iterations of a run measured in epochs, detections' boxes mapped back to the original image, and
+one training step.
 
 Each checker runs your function on fixed cases, compares it with the package's finished version (the
 training recipe in `mrcnn_from_scratch.engine.recipe`, the data order in `engine.data_order` and the
@@ -19,6 +20,9 @@ showing that input. The functions it expects:
         (the epoch's last batch may be smaller), and every epoch starts with a fresh batch.
     boxes_to_original(boxes: Tensor[N, 4], resized_size: (h, w), original_size: (h, w)) -> Tensor[N, 4]
         boxes (x1, y1, x2, y2) in the pixels of the resized image the model saw, in the original image's.
+    training_step(model, images: list[Tensor[3, H, W]], targets: list[dict], optimizer, grad_clip: float)
+        -> the model's loss dict: one step as `engine/train.py` takes it (forward, the sum of the losses,
+        zero_grad, backward, clip the gradients' total norm, step), compared weight by weight.
 """
 import math
 from typing import Any, Callable
@@ -208,3 +212,113 @@ def check_boxes_to_original(fn: Callable) -> bool:
         return tensor_problem(received, expected, "the box tensor", rtol=1e-6, atol=1e-4)
 
     return run_cases("check_boxes_to_original", fn, reference_boxes_to_original, cases, compare)
+
+
+# ---------------------------------------------------------------------------------- the training step
+
+# A model small enough that a few steps take a fraction of a second: the small config, narrower, on 64 px.
+_TINY = {"min_size": (64,), "max_size": 64, "width": 8, "fpn_channels": 16, "box_representation_size": 32,
+         "mask_channels": 16}
+
+
+class _AfterSteps(tuple):
+    """(the losses each step returned, the parameters after the last step); prints short."""
+
+    def __repr__(self) -> str:
+        losses, parameters = self
+        return f"losses {[_shown(step) for step in losses]}, then {len(parameters)} parameter tensors"
+
+
+def _shown(losses: Any) -> Any:
+    if isinstance(losses, dict):
+        return {name: round(float(value.detach() if isinstance(value, Tensor) else value), 6)
+                for name, value in losses.items()}
+    return losses
+
+
+def reference_training_step(model: torch.nn.Module, images: list[Tensor], targets: list[dict],
+                            optimizer: torch.optim.Optimizer, grad_clip: float) -> dict[str, Tensor]:
+    """One step as the engine takes it (`engine/train.py`, without DDP and AMP): forward in training mode,
+    the sum of the five losses, gradients from zero, backward, the total gradient norm clipped to
+    `grad_clip`, the optimizer's step. Returns the loss dict of the forward pass."""
+    losses = model(images, targets)
+    optimizer.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return losses
+
+
+def _run_steps(step: Callable, steps: int, grad_clip: float, optimizer: str, lr: float, seed: int) -> _AfterSteps:
+    """A fresh tiny model, its optimizer and two shapes images; `step` called `steps` times on them, all seeded."""
+    from .. import MaskRCNN, small_config  # imported here: the model imports the whole package
+    from ..data import image_rng, make_shapes_image
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MaskRCNN(small_config(4).replace(**_TINY)).train()
+        # SGD's step is proportional to the gradient, so a missing clip or zero_grad shows in every weight;
+        # AdamW, the small recipe's optimizer, normalizes the gradient away on the first step.
+        if optimizer == "sgd":
+            optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+        else:
+            optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        images, targets = [], []
+        for index in range(2):
+            image, masks, labels = make_shapes_image(image_rng(seed, "train", index), 64)
+            masks = torch.from_numpy(masks)
+            rows, cols = masks.any(dim=2), masks.any(dim=1)
+            boxes = torch.stack([torch.stack([c.nonzero().min(), r.nonzero().min(), c.nonzero().max() + 1,
+                                              r.nonzero().max() + 1]) for r, c in zip(rows, cols)]).float()
+            images.append(torch.from_numpy(image).permute(2, 0, 1).float() / 255)
+            targets.append({"boxes": boxes, "labels": torch.from_numpy(labels).long(), "masks": masks})
+        returned = []
+        for _ in range(steps):
+            torch.manual_seed(seed + len(returned))  # the samplers draw from it: the same draws for both
+            returned.append(step(model, images, targets, optimizer, grad_clip))
+    return _AfterSteps((returned, [p.detach().clone() for p in model.parameters()]))
+
+
+def check_training_step(fn: Callable) -> bool:
+    """Check fn(model, images, targets, optimizer, grad_clip) -> loss dict: one training step, as the engine's.
+
+    Each case trains a fresh tiny model from a fixed seed for one or more steps with your function and
+    with the engine's step, and compares the losses returned and every parameter afterwards.
+    """
+    order = ("losses = model(images, targets); optimizer.zero_grad(); sum(losses.values()).backward(); "
+             "torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip); optimizer.step(); return losses")
+    cases = [
+        Case("one SGD step, clipping at 10 (the recipe's)",
+             {"steps": 1, "grad_clip": 10.0, "optimizer": "sgd", "lr": 0.01, "seed": 0}, order),
+        Case("one SGD step, clipping at 0.1: the clip decides the step",
+             {"steps": 1, "grad_clip": 0.1, "optimizer": "sgd", "lr": 0.01, "seed": 1},
+             "clip the gradients' total norm after backward() and before optimizer.step()"),
+        Case("three SGD steps", {"steps": 3, "grad_clip": 10.0, "optimizer": "sgd", "lr": 0.01, "seed": 2},
+             "zero the gradients every step, before backward(): otherwise each step adds the previous ones' in"),
+        Case("three AdamW steps (the small recipe's optimizer), clipping at 1",
+             {"steps": 3, "grad_clip": 1.0, "optimizer": "adamw", "lr": 1e-3, "seed": 3}, order),
+    ]
+
+    def run_learner(steps, grad_clip, optimizer, lr, seed):
+        return _run_steps(fn, steps, grad_clip, optimizer, lr, seed)
+
+    def run_reference(steps, grad_clip, optimizer, lr, seed):
+        return _run_steps(reference_training_step, steps, grad_clip, optimizer, lr, seed)
+
+    def compare(received, expected, case):
+        losses, parameters = received
+        for step, (got, want) in enumerate(zip(losses, expected[0]), start=1):
+            if not isinstance(got, dict) or set(got) != set(want):
+                return f"step {step}: return the model's loss dict {sorted(want)}, got {type(got).__name__}"
+            for name in want:
+                problem = tensor_problem(got[name].detach() if isinstance(got[name], Tensor) else got[name],
+                                         want[name].detach(), f"step {step}'s {name}", rtol=1e-5, atol=1e-6)
+                if problem:
+                    return problem
+        for index, (got, want) in enumerate(zip(parameters, expected[1])):
+            if not torch.allclose(got, want, rtol=1e-4, atol=1e-6):
+                return (f"after {len(losses)} step(s) the weights differ from the engine's (parameter tensor {index} "
+                        f"of {len(parameters)}, largest difference {(got - want).abs().max().item():.3g})")
+        return None
+
+    return run_cases("check_training_step", run_learner, run_reference, cases, compare)
