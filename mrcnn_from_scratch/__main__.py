@@ -11,6 +11,7 @@ from .data.errors import DataError
 from .engine.distributed import ProcessLost
 from .engine.errors import TrainingDiverged, UsageError
 from .engine.evaluate import evaluate_checkpoint
+from .engine.outputs import check_output_folder
 from .engine.predict import predict_images
 from .engine.recipe import DEFAULT_ITERS, RECIPES
 from .engine.train import TrainOptions, train
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     if args.command == "train":
         options = {k: v for k, v in vars(args).items() if k not in ("command", "set", "debug")}
+        check_output_folder(args.out)
         train(TrainOptions(**options, config_overrides=parse_overrides(args.set) or None))
     elif args.command == "evaluate":
         evaluate_checkpoint(args.checkpoint, args.data, args.split, args.out, args.device, args.batch_size,

@@ -51,7 +51,8 @@ def load_file(path: str | Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch errors differ by version; all mean "not a weights file"
-        raise ValueError(f"{path}: not a PyTorch weights file ({type(error).__name__}: {error})") from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""  # torch's run to pages
+        raise ValueError(f"{path}: not a PyTorch weights file ({type(error).__name__}: {first_line})") from None
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, Tensor], MaskRCNNConfig | None]:

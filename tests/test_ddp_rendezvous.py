@@ -1,6 +1,7 @@
 """Multi-machine training, played on one machine: two torchrun launchers of one process each meet at a
 rendezvous endpoint on localhost, as two machines would (--nnodes 2). One process is killed mid-run: the
-other stops, with one line that says so, and --resume continues the run to its end.
+other stops, with one line that says so, and --resume continues the run to its end. On one machine
+(--standalone), torchrun itself stops the other processes, and they say so too.
 """
 import os
 import signal
@@ -68,3 +69,22 @@ def test_two_machines_one_dies_the_other_stops_and_resume_finishes(shapes, tmp_p
     assert checkpoint["iteration"] == ITERS and checkpoint["data_order"]["world_size"] == 2
     records = read_metrics(run / "metrics.jsonl")
     assert [r["iteration"] for r in records if r["type"] == "train"] == list(range(1, ITERS + 1))
+
+
+def test_one_machine_torchrun_stops_the_others_with_a_line(shapes, tmp_path):
+    run, log = tmp_path / "run", tmp_path / "log"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               "-m", "mrcnn_from_scratch", "train", "--data", str(shapes), "--out", str(run), "--iters", str(ITERS),
+               "--checkpoint-every", "1", "--val-every", "0", "--workers", "0", "--batch-size", "1", "--device", "cpu",
+               "--set", *(f"{k}={v[0] if isinstance(v, tuple) else v}" for k, v in TINY.items())]
+    launcher = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log.open("w"),
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + WAIT
+    while not (run / "last.pt").exists() and time.monotonic() < deadline and launcher.poll() is None:
+        time.sleep(0.05)
+    os.kill(workers_of(launcher)[1], signal.SIGKILL)
+    assert launcher.wait(timeout=WAIT) != 0
+    printed = log.read_text()
+    # Whichever comes first: torchrun's SIGTERM, or the collective that finds its partner gone.
+    assert "stopped by torchrun (SIGTERM)" in printed or "another process of this run stopped" in printed, printed[-3000:]
+    assert "train --resume continues from the last checkpoint" in printed

@@ -5,6 +5,7 @@ the message names the culprit (a file, an image id, an annotation id, an option)
 the cases into docs/reliability.md and fails if the committed file differs, so the page cannot go stale:
 MRCNN_WRITE_CATALOGUE=1 writes it instead.
 """
+import importlib
 import json
 import math
 import os
@@ -106,6 +107,12 @@ def damaged_checkpoint(s: Setup) -> list[str]:
     return s.train(s.shapes, "--resume")
 
 
+def torchvision_weights(s: Setup) -> Path:
+    import torchvision
+    torch.save(torchvision.models.resnet18().state_dict(), s.tmp / "resnet18.pth")
+    return s.tmp / "resnet18.pth"
+
+
 def stale_temporary(s: Setup) -> list[str]:
     (s.run / ".last.pt.x1.tmp").write_bytes(b"half a checkpoint")
     return ["train", "--data", str(s.shapes), "--out", str(s.run), "--resume"]
@@ -135,6 +142,11 @@ CASES = [
     Case("outputs", "predict: two images share a name",
          lambda s: ["predict", "--checkpoint", str(s.run / "last.pt"), str(s.shapes / "val" / "000000.png"),
                     str(s.shapes / "train" / "000000.png"), "--out", str(s.tmp)], 0, r"-> .*000000_2.png"),
+    Case("outputs", "train --out is a file", lambda s: s.train(s.shapes)[:3] + ["--out", str(s.shapes / "val" / "000000.png")],
+         2, r"--out .*000000.png is a file, not a folder"),
+    Case("outputs", "predict --out is a file",
+         lambda s: ["predict", "--checkpoint", str(s.run / "last.pt"), str(s.shapes / "val" / "000000.png"),
+                    "--out", str(s.shapes / "val" / "000001.png")], 2, r"--out .*000001.png is a file, not a folder"),
     # The dataset is checked before training.
     Case("dataset", "two images share an id",
          lambda s: s.train(s.data(edit=lambda d: {**d, "images": d["images"] + [{**d["images"][1], "id": d["images"][0]["id"]}]})),
@@ -218,6 +230,16 @@ CASES = [
     Case("resume", "metrics.jsonl's last line cut by a kill", cut_metrics_line, 0,
          r"has already done all", lambda s: (s.run / "metrics.jsonl").read_text().endswith("}\n"),
          note="the cut line is dropped, with a warning"),
+    Case("resume", "evaluate a weights file that is not a checkpoint",
+         lambda s: ["evaluate", "--checkpoint", str(torchvision_weights(s)), "--data", str(s.shapes)], 2,
+         r"resnet18.pth is a weights file but not a checkpoint of train"),
+    Case("resume", "predict --torchvision-weights with a file that is not one",
+         lambda s: ["predict", "--torchvision-weights", str(s.shapes / "val" / "000000.png"),
+                    str(s.shapes / "val" / "000000.png"), "--out", str(s.tmp)], 2,
+         r"--torchvision-weights .*000000.png: .*not a PyTorch weights file"),
+    Case("resume", "train --init with a file that is not weights",
+         lambda s: s.train(s.shapes, "--init", str(s.shapes / "val" / "000000.png")), 2,
+         r"000000.png: not a PyTorch weights file"),
     Case("resume", "evaluate a checkpoint that does not exist",
          lambda s: ["evaluate", "--checkpoint", str(s.tmp / "last.pt"), "--data", str(s.shapes)], 2,
          r"checkpoint not found: .*last.pt"),
@@ -313,12 +335,41 @@ def test_a_3x16x2000_image_works():
     OUTCOMES["long"] = ("model", "a 3×16×2000 image (max_size 128)", "model(images)", "works", "")
 
 
+# Cases too slow or too broad for this module: each is a test of its own, which this module makes sure exists.
+OWN_TESTS = [
+    ("SIGKILL at random moments, and in the middle of checkpoint writes", "train --resume",
+     "last.pt always loads, the iteration never goes back; the next start removes the temporary files and "
+     "the run ends as one whole run", "test_reliability_kill", "test_kills_during_checkpoint_writes_never_lose_the_run"),
+    ("one process of a two-machine run dies (torchrun --nnodes 2, rendezvous endpoint on localhost)", "torchrun",
+     "the other stops: rank N: another process of this run stopped (…); this one stops too. train --resume "
+     "continues from the last checkpoint; --resume finishes the run", "test_ddp_rendezvous",
+     "test_two_machines_one_dies_the_other_stops_and_resume_finishes"),
+    ("one process of a one-machine run dies (torchrun --standalone)", "torchrun",
+     "torchrun stops the other: rank N: stopped by torchrun (SIGTERM) … (or, first, the line above)",
+     "test_ddp_rendezvous", "test_one_machine_torchrun_stops_the_others_with_a_line"),
+    ("valid model inputs", "model(images, targets)", "checked with one host sync (one read of all problem flags)",
+     "test_reliability_inputs", "test_checking_valid_inputs_reads_from_the_device_once"),
+    ("random boxes, degenerate and huge, into box_iou, nms, batched_nms, roi_align, roi_pool and BoxCoder",
+     "ops", "torchvision's results, or our ValueError/TypeError", "test_hypothesis_ops", "test_roi_align"),
+    ("random polygons, RLEs and malformed annotations into CocoInstances", "CocoInstances",
+     "pycocotools' masks, or a DataError naming the image and annotation", "test_hypothesis_data",
+     "test_any_malformed_annotation_loads_or_is_named"),
+]
+
+
+@pytest.mark.parametrize("name, command, outcome, module, test", OWN_TESTS, ids=[case[0] for case in OWN_TESTS])
+def test_own_test_exists(name, command, outcome, module, test):
+    assert callable(getattr(importlib.import_module(module), test))
+    OUTCOMES[name] = ("own", name, command, outcome, f"tests/{module}.py")
+
+
 GROUPS = {"outputs": "Never write over an input; check outputs before the work",
           "dataset": "The dataset is checked before training (data/check.py)",
           "images": "Images are decoded in one place (data/images.py)",
           "options": "Options are checked before anything runs",
           "resume": "Checkpoints and resuming",
-          "model": "Model inputs (checks.py, one host sync)"}
+          "model": "Model inputs (checks.py, one host sync)",
+          "own": "Faults and properties checked by their own test modules"}
 
 
 def readable(pattern: str) -> str:
@@ -332,9 +383,11 @@ def render() -> str:
              "Every bad input, fault and misuse we know of, and what happens. Written by",
              "`tests/test_reliability_catalogue.py`, which runs each case and checks its outcome: exit code 2 is a",
              "mistake in the call or the data, printed as one line (add `--debug` for the traceback); 0 is a run",
-             "that went on, with a warning where one is shown. N stands for a number, … for any text.", ""]
+             "that went on, with a warning where one is shown. N stands for a number, … for any text.", "",
+             f"{len(OUTCOMES)} cases; none ends in a traceback.", ""]
     for group, title in GROUPS.items():
-        lines += [f"## {title}", "", "| what goes wrong | command | outcome | the message says |", "|---|---|---|---|"]
+        last = "checked by" if group == "own" else "the message says"
+        lines += [f"## {title}", "", f"| what goes wrong | command | outcome | {last} |", "|---|---|---|---|"]
         lines += [f"| {name} | `{command}` | {outcome} | {readable(says)} |"
                   for row_group, name, command, outcome, says in OUTCOMES.values() if row_group == group]
         lines.append("")
@@ -342,7 +395,7 @@ def render() -> str:
 
 
 def test_the_catalogue_page_is_current():
-    expected = len(CASES) + len(MODEL_CASES) + 2
+    expected = len(CASES) + len(MODEL_CASES) + len(OWN_TESTS) + 2
     if len(OUTCOMES) < expected:
         pytest.skip(f"only {len(OUTCOMES)} of {expected} cases ran (or passed)")
     page = render()

@@ -70,14 +70,19 @@ def remove_stale_temporaries(path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict, on the CPU; UsageError if the file is missing or cannot be read."""
+    """The checkpoint dict, on the CPU; UsageError if the file is missing, cannot be read, or is a weights
+    file but not a checkpoint of `train` (such as torchvision's state dicts)."""
     try:
-        return load_file(path)
+        checkpoint = load_file(path)
     except FileNotFoundError:
         raise UsageError(f"checkpoint not found: {path} (train writes RUN/last.pt)") from None
     except ValueError:
         raise UsageError(f"cannot read the checkpoint {path}: it is damaged or not a checkpoint. Delete it to "
                          "start the run again, or restore a copy") from None
+    if not isinstance(checkpoint, dict) or not {"model", "config", "class_names"} <= checkpoint.keys():
+        raise UsageError(f"{path} is a weights file but not a checkpoint of train (RUN/last.pt): for torchvision's "
+                         "COCO weights use predict --torchvision-weights, to fine-tune from weights train --init")
+    return checkpoint
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> MaskRCNN:

@@ -92,7 +92,7 @@ def stop_together(process: Process):
 
     def stopped_by_launcher(signum, frame):
         raise ProcessLost(f"rank {process.rank}: stopped by torchrun (SIGTERM), as another process of the run "
-                          f"failed: its message says why. {resume}")
+                          f"failed (torchrun's report names it). {resume}")
 
     previous = signal.signal(signal.SIGTERM, stopped_by_launcher)
     try:

@@ -26,6 +26,16 @@ def check_output_file(out: Path, inputs: list[Path]) -> None:
         raise UsageError(f"--out {out}: cannot write into {folder} (missing, or not writable)")
 
 
+def check_output_folder(out: Path) -> None:
+    """UsageError unless `out` is a folder, or can be made one: not a file, inside a writable folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder: choose a folder")
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UsageError(f"--out {out}: cannot make it inside {existing} (not a writable folder)")
+
+
 def picture_paths(images: list[Path], out: Path) -> list[Path]:
     """One PNG in `out` per image, named after it; when two images share a name (a/x.jpg, b/x.png) the
     later ones get _2, _3, ... so that no picture replaces another. An input image is never a target."""

@@ -14,12 +14,13 @@ import torch
 from ..coco_names import COCO_CATEGORY_NAMES
 from ..data.images import load_image as read_image  # one place decodes images; notebooks import it from here
 from ..model import MaskRCNN, maskrcnn_resnet50_fpn
+from ..pretrained import load_file
 from ..torchvision_weights import load_torchvision_weights
 from ..visualize import save_detections
 from .checkpoint import model_from_checkpoint
 from .distributed import pick_device
 from .errors import UsageError
-from .outputs import picture_paths
+from .outputs import check_output_folder, picture_paths
 
 
 def model_from_torchvision_weights(path: str | Path, device: torch.device | str = "cpu") -> MaskRCNN:
@@ -29,7 +30,11 @@ def model_from_torchvision_weights(path: str | Path, device: torch.device | str 
     if not path.is_file():
         raise UsageError(f"torchvision weights not found: {path}")
     model = maskrcnn_resnet50_fpn(num_classes=len(COCO_CATEGORY_NAMES), class_names=COCO_CATEGORY_NAMES[1:])
-    load_torchvision_weights(model, torch.load(path, map_location="cpu", weights_only=True), frozen_bn_eps=0.0)
+    try:
+        load_torchvision_weights(model, load_file(path), frozen_bn_eps=0.0)
+    except (ValueError, KeyError) as error:  # not a weights file, or not this model's
+        message = error.args[0] if error.args else error  # (a KeyError's str() adds quotes)
+        raise UsageError(f"--torchvision-weights {path}: {message}"[:400]) from None
     return model.to(device).eval()
 
 
@@ -43,6 +48,7 @@ def predict_images(images: list[str | Path], out: str | Path, checkpoint: str | 
     """
     if (checkpoint is None) == (torchvision_weights is None):
         raise UsageError("give either a checkpoint or torchvision weights")
+    check_output_folder(Path(out))  # before the model is loaded
     torch_device = pick_device(device)
     if checkpoint is not None:
         model = model_from_checkpoint(checkpoint, torch_device)
