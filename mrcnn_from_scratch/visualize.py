@@ -42,8 +42,9 @@ def draw_detections(ax: Axes, image: torch.Tensor, detection: dict[str, torch.Te
     for i, ((x1, y1, x2, y2), label, score, mask) in enumerate(zip(boxes, labels, scores, masks)):
         colour = palette(i % palette.N)[:3]
         overlay[mask] = (*colour, MASK_ALPHA)
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.5))
-        ax.text(x1, y1, f"{label_name(label, class_names)} {score:.2f}", color="white", fontsize=8, va="bottom",
+        # imshow puts pixel j's centre at j, so its left edge, where a box's x1 = j lies, is at j - 0.5.
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.5))
+        ax.text(x1 - 0.5, y1 - 0.5, f"{label_name(label, class_names)} {score:.2f}", color="white", fontsize=8, va="bottom",
                 bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
     ax.imshow(overlay, interpolation="nearest")
     ax.set_axis_off()

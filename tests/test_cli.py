@@ -1,5 +1,6 @@
 """The command line: clear errors, torchvision's COCO weights in `predict`, and training under torchrun
 with two CPU processes (gloo)."""
+import json
 import os
 import subprocess
 import sys
@@ -113,3 +114,101 @@ def test_predict_with_torchvision_weights(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert (tmp_path / "pictures" / "photo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------- evaluate and predict check values, not only keys and file headers
+
+@pytest.fixture(scope="module")
+def one_step_run(shapes, tmp_path_factory):
+    """A real checkpoint of the tiny model after one training step: what evaluate and predict load."""
+    run = tmp_path_factory.mktemp("one_step")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main(["train", "--data", str(shapes), "--out", str(run), "--iters", "1", "--batch-size", "2", "--workers", "0",
+              "--val-every", "0", "--device", "cpu", *TINY_SET])
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
+def _fake_detections(monkeypatch, answer):
+    """Make the model in evaluation mode return answer(image) for each image, whatever its weights."""
+    from mrcnn_from_scratch import MaskRCNN
+
+    forward = MaskRCNN.forward
+
+    def answering(self, images, targets=None):
+        return forward(self, images, targets) if self.training else [answer(image) for image in images]
+
+    monkeypatch.setattr(MaskRCNN, "forward", answering)
+
+
+def test_evaluate_computes_the_ap_of_a_hand_made_case(shapes, one_step_run, tmp_path, monkeypatch):
+    """Perfect detections on every val image but the first, which gets none: every object found with IoU 1,
+    except the first image's. Per class, precision is 1 up to recall R = found / objects and 0 beyond, so
+    COCO's 101-point AP is the share of the recall points 0, 0.01, ..., 1 at or below R, at every IoU
+    threshold; the AP is its mean over the classes."""
+    from mrcnn_from_scratch.data import CocoInstances
+
+    val = CocoInstances(shapes / "val", shapes / "annotations" / "instances_val.json")
+    truth = {val[i][0].numpy().tobytes(): val[i][1] for i in range(len(val))}
+    first = val[0][0].numpy().tobytes()
+
+    def answer(image):
+        target = truth[image.numpy().tobytes()]
+        keep = slice(0, 0) if image.numpy().tobytes() == first else slice(None)
+        return {"boxes": target["boxes"][keep], "labels": target["labels"][keep],
+                "scores": torch.ones(len(target["labels"]))[keep], "masks": target["masks"][keep, None].float()}
+
+    _fake_detections(monkeypatch, answer)
+    main(["evaluate", "--checkpoint", str(one_step_run / "last.pt"), "--data", str(shapes), "--device", "cpu",
+          "--out", str(tmp_path / "eval.json")])
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+
+    labels = [target["labels"] for _, target in val]
+    expected = []
+    for label in sorted(set(torch.cat(labels).tolist())):
+        total = sum(int((l == label).sum()) for l in labels)
+        found = total - int((labels[0] == label).sum())
+        recall = found / total
+        expected.append(sum(r <= recall + 1e-12 for r in np.linspace(0, 1, 101)) / 101)
+    assert 0 < np.mean(expected) < 1  # the case is not trivial: the first image has objects
+    for kind in ("bbox", "segm"):
+        assert metrics[f"{kind}.AP"] == pytest.approx(np.mean(expected), abs=1e-6)
+        assert metrics[f"{kind}.AP50"] == pytest.approx(np.mean(expected), abs=1e-6)
+
+
+def test_predict_draws_the_box_where_the_detection_is(shapes, one_step_run, tmp_path, monkeypatch):
+    """One detection with a known box: the picture differs from the empty picture along the box's edges and
+    inside it, and nowhere far from it."""
+    box = (32.0, 30.0, 56.0, 58.0)  # in the 64-pixel image's pixels
+    mask = torch.zeros(1, 64, 64)
+    mask[0, 36:52, 36:52] = 1.0
+    detections = {
+        "one": {"boxes": torch.tensor([box]), "labels": torch.tensor([2]), "scores": torch.tensor([0.9]),
+                "masks": mask[None]},
+        "none": {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0),
+                 "masks": torch.zeros(0, 1, 64, 64)},
+    }
+    image = str(shapes / "val" / "000000.png")
+    pictures = {}
+    for name, detection in detections.items():
+        _fake_detections(monkeypatch, lambda _, detection=detection: detection)
+        main(["predict", "--checkpoint", str(one_step_run / "last.pt"), image, "--out", str(tmp_path / name),
+              "--device", "cpu"])
+        pictures[name] = np.asarray(Image.open(tmp_path / name / "000000.png").convert("RGB")).astype(int)
+    one, none = pictures["one"], pictures["none"]
+    assert one.shape == none.shape
+    scale = one.shape[1] / 64  # the picture is the image enlarged
+    changed = (np.abs(one - none).sum(axis=2) > 30)  # [H, W]: where the detection was drawn
+    x1, y1, x2, y2 = (round(v * scale) for v in box)  # pixel edges: the box's outline lies on them
+    near = 2  # the outline's width and antialiasing, in picture pixels: half a source pixel is 4.7
+    for x, y in [((x1 + x2) // 2, y2), (x1, (y1 + y2) // 2), (x2, (y1 + y2) // 2)]:  # bottom, left, right edges
+        assert changed[y - near:y + near + 1, x - near:x + near + 1].any(), f"no outline near ({x}, {y})"
+        assert not changed[y - 3 * near:y + 3 * near + 1, x - 3 * near:x + 3 * near + 1].all()  # a line, not a fill
+    inside = changed[round(40 * scale):round(48 * scale), round(40 * scale):round(48 * scale)]
+    assert inside.mean() > 0.9  # the mask is filled
+    far = changed.copy()
+    far[max(y1 - 60, 0):y2 + near + 1, max(x1 - near, 0):] = False  # the box, its mask and its label above it
+    assert not far.any(), f"{int(far.sum())} pixels changed far from the box"

@@ -88,10 +88,28 @@ def test_float32_detections_are_as_accurate_as_torchvision(models):
     for a, b, t in zip(got, expected, truth):
         for key in ["boxes", "scores", "masks"]:
             assert_as_accurate_as(a[key], b[key], t[key], key)
-        # What a learner sees: the mask at p > 0.5. Pixels agree, except where torchvision's probability is
-        # within float32's reach of 0.5 (a pasted mask one pixel off would change whole rows).
-        uncertain = (b["masks"] - 0.5).abs() <= 1e-3
-        assert torch.equal((a["masks"] > 0.5) | uncertain, (b["masks"] > 0.5) | uncertain)
+        assert_same_binary_masks(a["masks"], b["masks"])
+
+
+def assert_same_binary_masks(got, expected):
+    """What a learner sees, detection by detection: each mask at p > 0.5, pixel for pixel. Pixels may differ
+    only where the expected probability is within float32's reach of 0.5. got, expected: Tensor[N, 1, H, W]."""
+    uncertain = (expected - 0.5).abs() <= 1e-3
+    for index, (a, b, unsure) in enumerate(zip(got, expected, uncertain)):
+        differ = ((a > 0.5) != (b > 0.5)) & ~unsure
+        assert not differ.any(), f"detection {index}: {int(differ.sum())} mask pixels differ"
+
+
+def test_mask_comparison_catches_one_mask_one_pixel_off():
+    """The comparison is per detection and per pixel: one mask of many moved by one pixel fails it."""
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    centres = [(20.0, 20.0), (40.0, 30.0), (30.0, 45.0), (50.0, 50.0)]
+    masks = torch.stack([torch.sigmoid(8 - ((xs - x) ** 2 + (ys - y) ** 2).sqrt()) for x, y in centres])[:, None]
+    assert_same_binary_masks(masks.clone(), masks)
+    shifted = masks.clone()
+    shifted[2] = masks[2].roll(1, dims=-1)  # detection 2, one pixel to the right
+    with pytest.raises(AssertionError, match="detection 2"):
+        assert_same_binary_masks(shifted, masks)
 
 
 def test_float64_detections_match_torchvision(small_models):

@@ -70,8 +70,10 @@ def _transform(min_size: int, max_size: int) -> ImageTransform:
 def _resized_batch(height: int, width: int, min_size: int, max_size: int) -> tuple[Tensor, tuple[int, int]]:
     """The model's transform on an empty image of that size: the padded batch and the resized size.
 
-    The image lives on the "meta" device: it has a shape but no data, so nothing is computed."""
-    batch, image_sizes, _ = _transform(min_size, max_size)([torch.zeros(3, height, width, device="meta")])
+    The image and the transform's buffers (mean, std) live on the "meta" device: shapes but no data, so
+    nothing is computed."""
+    with torch.device("meta"):
+        batch, image_sizes, _ = _transform(min_size, max_size)([torch.zeros(3, height, width)])
     return batch, tuple(image_sizes[0])
 
 
