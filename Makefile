@@ -38,26 +38,28 @@ bench: setup
 # On a CPU it trains as two processes (DistributedDataParallel over gloo) of one thread, one data-loading
 # process and 2 images each,
 # 4 images per step as in the recipe: 1.65 times the steps per second of one process on a 2-core CPU.
-# `make train DEVICE=cuda AMP=1` trains on one GPU with mixed precision, 4 images per step.
+# `make train DEVICE=cuda AMP=1` trains on one GPU with mixed precision, 4 images per step, into runs/shapes_cuda.
 DEVICE ?= cpu
+# A GPU run gets its own folder: --resume must never continue the CPU run on another device, or the other way round.
+RUN := runs/shapes$(if $(filter cuda,$(DEVICE)),_cuda)
 TRAIN_CPU := -m torch.distributed.run --standalone --nproc_per_node=2 -m mrcnn_from_scratch train --batch-size 2 --workers 1
 TRAIN_GPU := -m mrcnn_from_scratch train $(if $(AMP),--amp)
 
 train: setup
 	test -f datasets/shapes/annotations/instances_val.json || \
 		$(PY) -m mrcnn_from_scratch.data.shapes --out datasets/shapes --train 2000 --val 200 --size 128 --seed 0
-	$(PY) $(if $(filter cpu,$(DEVICE)),$(TRAIN_CPU),$(TRAIN_GPU)) --data datasets/shapes --out runs/shapes \
+	$(PY) $(if $(filter cpu,$(DEVICE)),$(TRAIN_CPU),$(TRAIN_GPU)) --data datasets/shapes --out $(RUN) \
 		--config small --device $(DEVICE) --resume
-	$(PY) -m mrcnn_from_scratch evaluate --checkpoint runs/shapes/last.pt --data datasets/shapes \
+	$(PY) -m mrcnn_from_scratch evaluate --checkpoint $(RUN)/last.pt --data datasets/shapes \
 		--device $(DEVICE)
-	$(PY) -m mrcnn_from_scratch predict --checkpoint runs/shapes/last.pt datasets/shapes/val/00000[0-5].png \
-		--out runs/shapes/predictions --device $(DEVICE)
+	$(PY) -m mrcnn_from_scratch predict --checkpoint $(RUN)/last.pt datasets/shapes/val/00000[0-5].png \
+		--out $(RUN)/predictions --device $(DEVICE)
 	@echo
 	@echo "dataset:      datasets/shapes/ (annotations/instances_{train,val}.json, train/, val/)"
-	@echo "checkpoint:   runs/shapes/last.pt"
-	@echo "metrics:      runs/shapes/metrics.jsonl, loss curves in runs/shapes/loss.png"
-	@echo "evaluation:   runs/shapes/eval.json (the COCO tables are printed above)"
-	@echo "pictures:     runs/shapes/predictions/"
+	@echo "checkpoint:   $(RUN)/last.pt"
+	@echo "metrics:      $(RUN)/metrics.jsonl, loss curves in $(RUN)/loss.png"
+	@echo "evaluation:   $(RUN)/eval.json (the COCO tables are printed above)"
+	@echo "pictures:     $(RUN)/predictions/"
 
 clean:
 	rm -rf $(VENV) .pytest_cache
