@@ -95,7 +95,8 @@ def check_target_types(images: list[Tensor], targets: list[dict[str, Tensor]]) -
                 raise ValueError(f"targets[{i}] has no '{key}' (it has {sorted(target)})")
         boxes, labels, masks = target["boxes"], target["labels"], target["masks"]
         if not boxes.is_floating_point() or boxes.dim() != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"targets[{i}]['boxes'] must be a float Tensor[G, 4], got {boxes.dtype} {list(boxes.shape)}")
+            raise ValueError(f"targets[{i}]['boxes'] must be a float Tensor[G, 4], got {boxes.dtype} "
+                             f"{list(boxes.shape)}")
         if labels.dtype != torch.int64 or labels.shape != (len(boxes),):
             raise ValueError(f"targets[{i}]['labels'] must be an int64 Tensor[{len(boxes)}] (one per box), "
                              f"got {labels.dtype} {list(labels.shape)}")

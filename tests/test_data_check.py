@@ -47,7 +47,8 @@ def test_every_problem_is_counted_and_named_at_once(split):
     assert errors["annotations of images not in the file"] == ["annotation 9001 (image_id 555)"]
     assert len(errors["unusable annotations"]) == 3
     assert "unknown category id 42" in errors["unusable annotations"][0]
-    assert f"image {first['id']} ({first['file_name']}), annotation {anns[0]['id']}" in errors["unusable annotations"][0]
+    where = f"image {first['id']} ({first['file_name']}), annotation {anns[0]['id']}"
+    assert where in errors["unusable annotations"][0]
     warnings = {problem.what: problem.places for problem in report.warnings}
     assert warnings["boxes empty once clipped to their image (dropped)"][0].endswith("annotation 9002: [0, 0, 0, 5]")
     assert warnings["images without objects"] == ["image 777"]

@@ -107,9 +107,10 @@ def test_any_rle_string_gives_pycocotools_mask_or_our_error(folder, counts):
     assert np.array_equal(target["masks"][0].numpy(), mask_utils.decode(rle))
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 40) | st.floats(allow_nan=False) | st.text(max_size=3),
-                           lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                           max_leaves=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 40) | st.floats(allow_nan=False) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12)
 
 
 @EXAMPLES

@@ -41,13 +41,15 @@ def test_bad_images_are_refused_with_their_index(bad, error, message):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (target(boxes=((4.0, 5.0, math.inf, 40.0),)), r"targets\[1\]\['boxes'\]\[0\] = \[4.0, 5.0, inf, 40.0\] is not finite"),
+    (target(boxes=((4.0, 5.0, math.inf, 40.0),)),
+     r"targets\[1\]\['boxes'\]\[0\] = \[4.0, 5.0, inf, 40.0\] is not finite"),
     (target(boxes=((1.0, 1.0, 2.0, 2.0), (math.nan, 5.0, 30.0, 40.0)), labels=(1, 2)),
      r"targets\[1\]\['boxes'\]\[1\] = \[nan, .* is not finite"),
     (target(boxes=((-3e38, 5.0, 3e38, 40.0),)), r"targets\[1\]\['boxes'\]\[0\] .* is too large: its size overflows"),
     (target(boxes=((40.0, 5.0, 30.0, 40.0),)), r"targets\[1\]\['boxes'\]\[0\] .* has no area"),
     (target(labels=(NUM_CLASSES,)), r"targets\[1\]\['labels'\]\[0\] = 4 is outside 1..3"),
-    ({**target(), "labels": torch.tensor([1], device="meta")}, r"targets\[1\]\['labels'\] is on meta but image 1 is on cpu"),
+    ({**target(), "labels": torch.tensor([1], device="meta")},
+     r"targets\[1\]\['labels'\] is on meta but image 1 is on cpu"),
 ])
 def test_bad_targets_are_refused_with_their_index(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -97,7 +99,8 @@ def test_checking_valid_inputs_reads_from_the_device_once(monkeypatch):
     tolist = torch.Tensor.tolist
     monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self.shape) or tolist(self))
     images = [image(), image(h=32, w=48), image()]
-    targets = [target(), target(h=32, w=48), target(boxes=((1.0, 2.0, 3.0, 4.0), (5.0, 6.0, 70.0, 60.0)), labels=(1, 3))]
+    two_boxes = target(boxes=((1.0, 2.0, 3.0, 4.0), (5.0, 6.0, 70.0, 60.0)), labels=(1, 3))
+    targets = [target(), target(h=32, w=48), two_boxes]
     with SyncCounter() as counter:
         check_inputs(images, targets, CONFIG, torch.float32)
     assert counter.syncs == [] and reads == [torch.Size([6])]  # one read of all six flags

@@ -43,7 +43,8 @@ def read_annotations(ann_file: str | Path) -> dict:
     except json.JSONDecodeError as error:
         # A JSON object ends with "}": a file that does not was cut short (an interrupted copy or download).
         cut = "; the file ends too soon: was it copied whole?" if not text.rstrip().endswith(b"}") else ""
-        raise DataError(f"{ann_file}: not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}{cut}") from None
+        where = f"line {error.lineno}, column {error.colno}"
+        raise DataError(f"{ann_file}: not valid JSON: {error.msg} at {where}{cut}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{ann_file}: cannot read it: {error}") from None
     if not isinstance(dataset, dict):
@@ -228,7 +229,8 @@ def check_split(image_dir: str | Path, ann_file: str | Path, training: bool = Fa
                 continue
             if size != (image["height"], image["width"]):
                 found["images that do not decode as the JSON says"].places.append(
-                    f"image {image['id']} ({path}): {size[1]}×{size[0]}, the JSON says {image['width']}×{image['height']}")
+                    f"image {image['id']} ({path}): {size[1]}×{size[0]}, "
+                    f"the JSON says {image['width']}×{image['height']}")
         if not objects[image["id"]]:
             warned["images without objects"].places.append(f"image {image['id']}")
     if training and not sum(objects.values()):
@@ -256,7 +258,8 @@ def validate_split(split, training: bool, verbose: bool = True) -> Report:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mrcnn_from_scratch.data.check",
                                      description="Check a COCO-layout dataset split; exit 1 if it has errors.")
-    parser.add_argument("data", metavar="DIR", help="dataset folder: DIR/annotations/instances_{split}.json, DIR/{split}/")
+    parser.add_argument("data", metavar="DIR",
+                        help="dataset folder: DIR/annotations/instances_{split}.json, DIR/{split}/")
     parser.add_argument("--split", default="train", help="default: train")
     parser.add_argument("--decode", action="store_true", help="also decode every image (slow)")
     args = parser.parse_args(argv)

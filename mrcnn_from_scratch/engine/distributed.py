@@ -102,7 +102,8 @@ def stop_together(process: Process):
         collective = type(error) is RuntimeError or isinstance(error, dist.DistError)
         if not (collective and PEER_GONE.search(str(error))):
             raise
-        first_line = re.sub(r"^\[[^\]]*\] *", "", str(error).strip().splitlines()[0])[:160]  # without gloo's source file
+        first_line = str(error).strip().splitlines()[0]
+        first_line = re.sub(r"^\[[^\]]*\] *", "", first_line)[:160]  # without gloo's "[source file:line]"
         raise ProcessLost(f"rank {process.rank}: another process of this run stopped ({first_line}); this one "
                           f"stops too. {resume}") from error
     finally:
