@@ -108,7 +108,7 @@ def test_any_rle_string_gives_pycocotools_mask_or_our_error(folder, counts):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 40) | st.floats(allow_nan=False) | st.text(max_size=3),
+    st.none() | st.booleans() | st.integers(-5, 40) | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
     lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=12)
 
