@@ -20,20 +20,20 @@ class Setup:
     def __init__(self, tmp: Path, shapes: Path, run: Path, monkeypatch):
         self.tmp, self.shapes, self.run, self.monkeypatch = tmp, shapes, run, monkeypatch
 
-    def data(self, edit=None, image=None) -> Path:
-        """A copy of the shapes data whose train JSON went through edit(json) (which returns the new JSON, or
-        text for a broken file), and whose first train image went through image(path)."""
+    def data(self, edit=None, image=None, split="train") -> Path:
+        """A copy of the shapes data whose `split` JSON went through edit(json) (which returns the new JSON,
+        or text for a broken file), and whose first `split` image went through image(path)."""
         data = self.tmp / "data"
         (data / "annotations").mkdir(parents=True)
-        for split in ("train", "val"):
-            if split == "train" and image:
-                shutil.copytree(self.shapes / split, data / split)
-                image(sorted((data / split).iterdir())[0])
+        for name in ("train", "val"):
+            if name == split and image:
+                shutil.copytree(self.shapes / name, data / name)
+                image(sorted((data / name).iterdir())[0])
             else:
-                (data / split).symlink_to(self.shapes / split)
-            source = json.loads((self.shapes / "annotations" / f"instances_{split}.json").read_text())
-            result = edit(source) if split == "train" and edit else source
-            (data / "annotations" / f"instances_{split}.json").write_text(
+                (data / name).symlink_to(self.shapes / name)
+            source = json.loads((self.shapes / "annotations" / f"instances_{name}.json").read_text())
+            result = edit(source) if name == split and edit else source
+            (data / "annotations" / f"instances_{name}.json").write_text(
                 result if isinstance(result, str) else json.dumps(result))
         return data
 
@@ -198,6 +198,11 @@ CASES = [
          note="trains without the box"),
     Case("dataset", "images without objects", lambda s: s.train_on(each_annotation(lambda a: a["image_id"] != 1 and a)),
          0, r"warning: .*instances_train.json: 1 images without objects: image 1", note="trains"),
+    Case("dataset", "evaluate: a val annotation with an unknown category",
+         lambda s: ["evaluate", "--checkpoint", str(s.run / "last.pt"), "--out", str(s.tmp / "eval.json"),
+                    "--data", str(s.data(first_annotation(category_id=99), split="val"))], 2,
+         r"instances_val.json: 1 unusable annotations: .*unknown category id 99",
+         lambda s: not (s.tmp / "eval.json").exists(), note="before any prediction"),
     Case("dataset", "no dataset at the path", lambda s: s.train(s.tmp / "nothing"), 2,
          r"dataset split 'train' not found",
          lines=3, note="the message shows the layout and how to make the shapes data"),

@@ -24,6 +24,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from ..data import CocoInstances, collate_fn
+from ..data.check import validate_split
 from .checkpoint import model_from_checkpoint
 from .distributed import pick_device
 from .errors import UsageError
@@ -151,6 +152,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     Returns the metrics; writes them to `out` (default: eval.json beside the checkpoint).
     """
     dataset = open_split(data, split)
+    validate_split(dataset, training=False)  # a bad annotation stops it now, not after the predictions
     out = Path(out) if out is not None else Path(checkpoint).parent / "eval.json"
     check_output_file(out, inputs=[Path(checkpoint), *split_paths(data, split)])
     torch_device = pick_device(device)
