@@ -71,6 +71,18 @@ class MaskRCNN(nn.Module):
         return self.transform.postprocess(detections, image_sizes, original_sizes)
 
 
+    def compile_dense_parts(self, **compile_options) -> None:
+        """torch.compile, in place, the parts that are convolutions and matrix products: the backbone and
+        FPN, the RPN head, the box head and the mask head. Their shapes change only with the image size
+        and the number of RoIs. The parts in between (proposal filtering, NMS, sampling, matching) stay
+        eager: their shapes depend on the data, and a compiled graph would break at each of them.
+        In place (`Module.compile`), so the state dict keeps its names. `compile_options` go to
+        torch.compile, e.g. backend="eager" to check the wiring without a compiler."""
+        for part in (self.backbone, self.rpn.head, self.roi_heads.box_head, self.roi_heads.box_predictor,
+                     self.roi_heads.mask_head, self.roi_heads.mask_predictor):
+            part.compile(**compile_options)
+
+
 def maskrcnn_resnet50_fpn(num_classes: int = 91, **overrides) -> MaskRCNN:
     """Mask R-CNN with a ResNet-50-FPN and torchvision's defaults (those of its COCO-trained model:
     frozen BatchNorm, the top three stages trainable). `overrides` are MaskRCNNConfig fields."""

@@ -34,6 +34,7 @@ class TrainOptions:
     config_overrides: dict | None = None  # MaskRCNNConfig fields to change, e.g. {"min_size": (64,)}
     device: str = "auto"
     amp: bool = False  # mixed precision (float16 autocast and a GradScaler), CUDA only
+    compile: bool = False  # torch.compile the model's dense parts (MaskRCNN.compile_dense_parts)
     iters: int | None = None
     epochs: int | None = None
     batch_size: int | None = None  # per process

@@ -55,55 +55,55 @@ def roi_align(
     pixel_table = input.permute(0, 2, 3, 1).reshape(n * height * width, channels)
     batch_offset = rois[:, 0].long() * (height * width)
 
-    if sampling_ratio > 0 or len(rois) == 0:  # one grid for every box (with no boxes, any grid will do)
-        grid = max(sampling_ratio, 1)
-        groups = [(torch.arange(len(rois), device=rois.device), grid, grid)]
-    else:
-        groups = _group_by_grid_size(torch.ceil(bin_h).long(), torch.ceil(bin_w).long())
+    if sampling_ratio > 0:
+        grid_h = grid_w = torch.full_like(batch_offset, sampling_ratio)
+    else:  # adaptive: about one sample per cell, ceil(bin size) along each axis, for each box
+        grid_h, grid_w = torch.ceil(bin_h).long(), torch.ceil(bin_w).long()
 
     output = input.new_zeros(len(rois), out_h, out_w, channels)
-    for index, grid_h, grid_w in groups:
-        if grid_h == 0 or grid_w == 0:  # zero-size aligned boxes: no samples, the output stays 0
-            continue
-        rows, row_weights = _axis_samples(y1[index], bin_h[index], out_h, grid_h, height)
-        cols, col_weights = _axis_samples(x1[index], bin_w[index], out_w, grid_w, width)
-        # Combine the axes: [k, out_h, grid_h, 2, 1, 1, 1] with [k, 1, 1, 1, out_w, grid_w, 2].
+    groups = _groups_of_similar_grids(grid_h, grid_w, sampling_ratio)
+    for index, samples_h, samples_w in groups:
+        rows, row_weights = _axis_samples(y1[index], bin_h[index], out_h, grid_h[index], samples_h, height)
+        cols, col_weights = _axis_samples(x1[index], bin_w[index], out_w, grid_w[index], samples_w, width)
+        # Combine the axes: [k, out_h, samples_h, 2, 1, 1, 1] with [k, 1, 1, 1, out_w, samples_w, 2].
         pixel = batch_offset[index, None, None, None, None, None, None] + (
             rows[:, :, :, :, None, None, None] * width + cols[:, None, None, None, :, :, :]
         )
         weight = row_weights[:, :, :, :, None, None, None] * col_weights[:, None, None, None, :, :, :]
-        weight = weight / (grid_h * grid_w)
-        # Reorder to one bag per output bin: [k, out_h, out_w, grid_h·2·grid_w·2].
-        bags, bag_size = len(index) * out_h * out_w, grid_h * 2 * grid_w * 2
+        # The average over the box's own grid (a zero-size aligned box has none: its output stays 0).
+        weight = weight / (grid_h[index] * grid_w[index]).clamp(min=1).to(weight.dtype)[:, None, None, None, None, None, None]
+        # Reorder to one bag per output bin: [k, out_h, out_w, samples_h·2·samples_w·2].
+        bags, bag_size = len(index) * out_h * out_w, samples_h * 2 * samples_w * 2
         pixel = pixel.permute(0, 1, 4, 2, 3, 5, 6).reshape(bags, bag_size)
         weight = weight.permute(0, 1, 4, 2, 3, 5, 6).reshape(bags, bag_size)
         pooled = F.embedding_bag(pixel, pixel_table, per_sample_weights=weight, mode="sum")
         pooled = pooled.view(len(index), out_h, out_w, channels)
-        if len(groups) == 1:
-            output = pooled
-        else:
-            output = output.index_copy(0, index, pooled)
+        output = pooled if len(groups) == 1 else output.index_copy(0, index, pooled)
     return output.permute(0, 3, 1, 2).contiguous()
 
 
-def _axis_samples(start: Tensor, bin_size: Tensor, bins: int, grid: int, size: int) -> tuple[Tensor, Tensor]:
+def _axis_samples(start: Tensor, bin_size: Tensor, bins: int, grid: Tensor, samples: int, size: int
+                  ) -> tuple[Tensor, Tensor]:
     """Sample positions along one axis and their two interpolation neighbours.
 
     Args:
         start, bin_size: Tensor[k], the box's first coordinate and bin length in feature cells.
-        bins: output bins along this axis; grid: samples per bin; size: feature-map length.
+        bins: output bins along this axis; size: feature-map length.
+        grid: Tensor[k] (long), each box's samples per bin; samples: how many are laid out (>= grid),
+            those past a box's own grid get weight 0.
 
     Returns:
-        neighbours: Tensor[k, bins, grid, 2] (long), the lower and upper pixel index of each sample.
-        weights: Tensor[k, bins, grid, 2], their linear interpolation weights; both are 0 for a sample
-        more than one pixel outside the map.
+        neighbours: Tensor[k, bins, samples, 2] (long), the lower and upper pixel index of each sample.
+        weights: Tensor[k, bins, samples, 2], their linear interpolation weights; both are 0 for a sample
+        more than one pixel outside the map, or past the box's grid.
     """
     bin_index = torch.arange(bins, device=start.device, dtype=start.dtype)[None, :, None]
-    sample_index = torch.arange(grid, device=start.device, dtype=start.dtype)[None, None, :]
-    start, bin_size = start[:, None, None], bin_size[:, None, None]
-    # Same operation order as torchvision's kernel, so that float rounding agrees too.
-    pos = start + bin_index * bin_size + divide((sample_index + 0.5) * bin_size, grid)
-    inside = (pos >= -1.0) & (pos <= size)
+    sample_index = torch.arange(samples, device=start.device, dtype=start.dtype)[None, None, :]
+    start, bin_size, grid = start[:, None, None], bin_size[:, None, None], grid[:, None, None]
+    # Same operation order as torchvision's kernel, so that float rounding agrees too; the division by
+    # a tensor rounds as IEEE division (see rois.divide).
+    pos = start + bin_index * bin_size + (sample_index + 0.5) * bin_size / grid.clamp(min=1).to(start.dtype)
+    inside = (pos >= -1.0) & (pos <= size) & (sample_index < grid)
     pos = pos.clamp(min=0)
     low = pos.long()  # truncation equals floor here, since pos >= 0
     at_edge = low >= size - 1  # past the last pixel centre: read the last pixel alone
@@ -115,14 +115,19 @@ def _axis_samples(start: Tensor, bin_size: Tensor, bins: int, grid: int, size: i
     return torch.stack([low, high], dim=-1), weights
 
 
-def _group_by_grid_size(grid_h: Tensor, grid_w: Tensor) -> list[tuple[Tensor, int, int]]:
-    """Split adaptive-sampling RoIs into groups that share (grid_h, grid_w), so each is one batch.
+def _groups_of_similar_grids(grid_h: Tensor, grid_w: Tensor, sampling_ratio: int) -> list[tuple[Tensor, int, int]]:
+    """Batches of boxes that can share one layout of samples: (box indices, samples_h, samples_w).
 
-    The grid sizes decide tensor shapes, so they must be read on the host: one `unique` and one read
-    of its result, however many groups there are. This happens only when sampling_ratio <= 0.
+    With a fixed sampling_ratio, one batch. With adaptive sampling each box has its own grid, so boxes
+    are grouped by their larger grid side rounded up to a power of two (1, 2, 4, 8, ...), and each
+    group lays out that many samples along both axes, the extra ones weighted 0: a handful of groups,
+    however varied the boxes, at the price of computing up to 4 times the samples. The group sizes
+    decide tensor shapes, so they are read on the host: one `unique` and one read.
     """
-    pairs, group_of_roi, counts = torch.unique(torch.stack([grid_h, grid_w], dim=1), dim=0, return_inverse=True,
-                                               return_counts=True)
-    groups = torch.cat([pairs, counts[:, None]], dim=1).tolist()  # [grid_h, grid_w, count] per group
-    members = torch.argsort(group_of_roi, stable=True).split([count for _, _, count in groups])
-    return [(index, h, w) for index, (h, w, _) in zip(members, groups)]
+    if sampling_ratio > 0 or len(grid_h) == 0:
+        return [(torch.arange(len(grid_h), device=grid_h.device), max(sampling_ratio, 1), max(sampling_ratio, 1))]
+    power = torch.maximum(grid_h, grid_w).clamp(min=1).float().log2().ceil().long()
+    powers, group_of_roi, counts = torch.unique(power, return_inverse=True, return_counts=True)
+    groups = torch.stack([powers, counts], dim=1).tolist()  # [power, count] per group
+    members = torch.argsort(group_of_roi, stable=True).split([count for _, count in groups])
+    return [(index, 2**power, 2**power) for index, (power, _) in zip(members, groups)]
