@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
-from .check import annotation_problem, empty_after_clipping, read_annotations
+from .annotations import annotation_problem, empty_after_clipping, read_annotations
 from .errors import DataError
 from .images import load_image
 
