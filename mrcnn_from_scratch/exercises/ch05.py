@@ -273,7 +273,8 @@ def check_roi_pool_experiment(pool: Callable, prediction, baseline: dict | None 
 
     Checks the pooling against ops.roi_pool, trains mask_lab's tiny head on it (and on RoIAlign, unless
     `baseline` gives that result), and holds `prediction`, the share of test RoIs whose mask reaches
-    IoU 0.75 with RoIPool, against the measurement, ± 0.1.
+    IoU 0.75 with RoIPool, against the measurement, ± 0.05 (the share is a few tenths: 0.1 would accept
+    a prediction of no effect at all).
     """
     what = "the share of test masks at IoU >= 0.75 with RoIPool"
     prediction = need_prediction(prediction, what)
@@ -299,5 +300,5 @@ def check_roi_pool_experiment(pool: Callable, prediction, baseline: dict | None 
     why = ("RoIPool rounds the box to whole cells, 8 pixels here, and the bins again; the head then learns masks "
            "from features shifted by up to a cell. A shift of a few pixels hardly changes whether the mask is "
            "roughly right (compare the mean IoU), but it decides whether it is precise.")
-    within = judge_prediction("check_roi_pool_experiment", prediction, measured["IoU >= 0.75"], 0.1, what, why)
+    within = judge_prediction("check_roi_pool_experiment", prediction, measured["IoU >= 0.75"], 0.05, what, why)
     return {"measured": measured, "baseline": baseline, "prediction": prediction, "within": within}
