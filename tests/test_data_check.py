@@ -62,10 +62,15 @@ def test_every_problem_is_counted_and_named_at_once(split):
 def test_the_dataset_drops_what_the_check_warns_about(split):
     images, dataset, save = split
     image_id = dataset["images"][0]["id"]
-    dataset["annotations"].append({**dataset["annotations"][0], "id": 9003, "image_id": image_id,
-                                   "bbox": [64.0, 3.0, 0.4, 9.0]})  # at the right edge: nothing left after clipping
+    first = dataset["annotations"][0]
+    dataset["annotations"] += [
+        {**first, "id": 9003, "image_id": image_id, "bbox": [64.0, 3.0, 0.4, 9.0]},  # nothing left after clipping
+        {**first, "id": 9004, "image_id": image_id, "bbox": [10.0, 3.0, 1e-7, 9.0]},  # 10 + 1e-7 is 10 in float32
+    ]
+    [dropped] = check_split(images, save(dataset)).warnings
+    assert [place.split(", annotation ")[1][:4] for place in dropped.places] == ["9003", "9004"]
     kept = CocoInstances(images, save(dataset))[0][1]
-    assert len(kept["boxes"]) == len([a for a in dataset["annotations"] if a["image_id"] == image_id]) - 1
+    assert len(kept["boxes"]) == len([a for a in dataset["annotations"] if a["image_id"] == image_id]) - 2
     assert (kept["boxes"][:, 2:] > kept["boxes"][:, :2]).all()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -79,17 +80,17 @@ def test_masks_and_boxes_agree_with_pycocotools(folder, annotations):
     ann_file = dataset_with(folder, annotations)
     _, target = CocoInstances(folder, ann_file)[0]
     coco = COCO(str(ann_file))
-    kept = []
-    for ann in coco.loadAnns(coco.getAnnIds(imgIds=1)):
-        x, y, w, h = ann["bbox"]
-        box = [max(x, 0), max(y, 0), min(x + w, WIDTH), min(y + h, HEIGHT)]  # clipped, as torchvision's reference
-        if box[2] > box[0] and box[3] > box[1]:  # the reference drops boxes that clipping empties
-            kept.append((box, coco.annToMask(ann)))
-    assert len(target["boxes"]) == len(kept)
-    for (box, mask), our_box, our_mask in zip(kept, target["boxes"].tolist(), target["masks"].numpy()):
-        assert np.array_equal(our_mask, mask)
-        assert our_box == pytest.approx(box, rel=2**-23, abs=2**-23 * WIDTH)  # rounded once, to float32
-    assert target["labels"].tolist() == [1] * len(kept)
+    # torchvision's reference (ConvertCocoPolysToMask): float32 boxes, x2 = x + w, clipped, empty ones dropped.
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=1))
+    boxes = torch.tensor([ann["bbox"] for ann in anns], dtype=torch.float32)
+    boxes[:, 2:] += boxes[:, :2]
+    boxes[:, 0::2].clamp_(min=0, max=WIDTH)
+    boxes[:, 1::2].clamp_(min=0, max=HEIGHT)
+    keep = (boxes[:, 3] > boxes[:, 1]) & (boxes[:, 2] > boxes[:, 0])
+    assert torch.equal(target["boxes"], boxes[keep])
+    masks = np.stack([coco.annToMask(ann) for ann, kept in zip(anns, keep) if kept] or [np.zeros((HEIGHT, WIDTH))])
+    assert np.array_equal(target["masks"].numpy(), masks[: int(keep.sum())])
+    assert target["labels"].tolist() == [1] * int(keep.sum())
 
 
 @EXAMPLES

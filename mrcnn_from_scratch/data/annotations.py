@@ -9,6 +9,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from .errors import DataError
 
 # How far (in pixels) a box may stick out of its image: exporters round coordinates, so a box often ends
@@ -129,6 +131,9 @@ def annotation_problem(ann: dict, image: dict, category_ids: set) -> str | None:
 
 def empty_after_clipping(bbox: list, width: int, height: int) -> bool:
     """True if the box [x, y, w, h] has no area once clipped to the image: such a box teaches nothing
-    and the model refuses it, so it is dropped (as torchvision's reference training does)."""
-    x, y, w, h = bbox
+    and the model refuses it, so it is dropped (as torchvision's reference training does).
+
+    In float32, as CocoInstances makes its boxes: a width of 1e-7 at x = 10 is a box in float64, but
+    10 + 1e-7 rounds to 10 in float32."""
+    x, y, w, h = np.float32(bbox)
     return min(x + w, width) <= max(x, 0) or min(y + h, height) <= max(y, 0)
