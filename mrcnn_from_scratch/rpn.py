@@ -175,7 +175,7 @@ def nms_per_level(boxes: Tensor, candidates: Tensor, level_sizes: list[int], iou
     n = len(candidates)
     counts = candidates.sum(dim=1)
     shifted = [shifts_categories_apart(count, boxes.device) for count in counts.tolist()]
-    level = torch.cat([torch.full((size,), float(l), device=boxes.device) for l, size in enumerate(level_sizes)])
+    level = torch.cat([torch.full((size,), float(index), device=boxes.device) for index, size in enumerate(level_sizes)])
     # The largest coordinate of each image's candidates (0 if it has none: coordinates are clipped to >= 0).
     largest = torch.where(candidates[..., None], boxes, 0.0).amax(dim=(1, 2))  # [N]
     shift = torch.where(shifts_categories_apart(counts, boxes.device), largest + 1, 0.0)
@@ -185,13 +185,16 @@ def nms_per_level(boxes: Tensor, candidates: Tensor, level_sizes: list[int], iou
     overlaps = boxes.new_zeros(n, len(level_sizes), group_size, group_size, dtype=torch.bool)
     padded_candidates = boxes.new_zeros(n, len(level_sizes), group_size, dtype=torch.bool)
     start = 0
-    for l, size in enumerate(level_sizes):
-        level_boxes = boxes[:, start:start + size]
-        overlaps[:, l, :size, :size] = overlap_graph(level_boxes, iou_threshold)
-        padded_candidates[:, l, :size] = candidates[:, start:start + size]
+    for index, size in enumerate(level_sizes):
+        overlaps[:, index, :size, :size] = overlap_graph(boxes[:, start:start + size], iou_threshold)
+        padded_candidates[:, index, :size] = candidates[:, start:start + size]
         start += size
-    kept = greedy_keep(overlaps.flatten(0, 1), padded_candidates.flatten(0, 1)).view(n, len(level_sizes), group_size)
-    return torch.cat([kept[:, l, :size] for l, size in enumerate(level_sizes)], dim=1), shifted
+    # The edges between candidates, numbered across all groups: group g's box i is g · group_size + i.
+    overlaps &= padded_candidates[..., :, None] & padded_candidates[..., None, :]
+    group, first, second = overlaps.flatten(0, 1).nonzero(as_tuple=True)
+    first, second = group * group_size + first, group * group_size + second
+    kept = greedy_keep(first, second, padded_candidates.flatten()).view(n, len(level_sizes), group_size)
+    return torch.cat([kept[:, index, :size] for index, size in enumerate(level_sizes)], dim=1), shifted
 
 
 def flatten_predictions(logits: list[Tensor], deltas: list[Tensor]) -> tuple[Tensor, Tensor]:

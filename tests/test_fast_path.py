@@ -17,6 +17,7 @@ from mrcnn_from_scratch import MaskRCNN, small_config
 from mrcnn_from_scratch.losses import fastrcnn_loss, rpn_loss, smooth_l1
 from mrcnn_from_scratch.matching import BalancedPositiveNegativeSampler
 from mrcnn_from_scratch.ops import nms
+from mrcnn_from_scratch.ops.nms import greedy_keep, overlap_edges
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -32,6 +33,17 @@ def test_nms_on_a_long_chain_needs_many_rounds_and_stays_exact(length):
     expected = torchvision.ops.nms(boxes, scores, 0.5)
     assert torch.equal(nms(boxes, scores, 0.5), expected)
     assert torch.equal(expected, torch.arange(0, length, 2))
+
+
+@pytest.mark.parametrize("count, rows_per_block", [(3000, 2048), (300, 7)])
+def test_overlap_edges_built_in_blocks_give_the_same_nms(count, rows_per_block):
+    gen = torch.Generator().manual_seed(count)
+    corners, sizes = torch.rand(count, 2, generator=gen) * 500, 10 + torch.rand(count, 2, generator=gen) * 90
+    boxes, scores = torch.cat([corners, corners + sizes], dim=1), torch.rand(count, generator=gen)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    first, second = overlap_edges(boxes[order], 0.5, rows_per_block)
+    kept = order[greedy_keep(first, second, torch.ones(count, dtype=torch.bool))]
+    assert torch.equal(kept, torchvision.ops.nms(boxes, scores, 0.5))
 
 
 def test_sampling_by_ranks_draws_the_right_counts_and_never_ignored_boxes():

@@ -2,8 +2,8 @@
 
 Written for a GPU, where every operation is a kernel launch and every value read back to the host
 makes the host wait for the GPU. The loop of chapter 01 does both once per box. Here:
-1. one IoU matrix of all pairs, thresholded, is the "overlap graph": an edge i -> j when box i
-   scores higher than box j and overlaps it above the threshold;
+1. the IoUs of all pairs, thresholded, are the "overlap graph": an edge i -> j when box i scores
+   higher than box j and overlaps it above the threshold; one `nonzero` turns it into an edge list;
 2. the greedy rule, "keep j iff no kept box before it overlaps it", refers only to earlier boxes, so
    it has exactly one solution, and repeating "keep what no kept box overlaps" over the whole graph
    reaches it: after t rounds every box whose chain of higher-scoring overlaps is shorter than t is
@@ -37,9 +37,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"scores must be [N] for {len(boxes)} boxes, got {list(scores.shape)}")
     order = torch.sort(scores, descending=True, stable=True).indices
-    ranked = boxes[order]
-    overlaps = overlap_graph(ranked[None], iou_threshold)
-    kept = greedy_keep(overlaps, torch.ones(1, len(boxes), dtype=torch.bool, device=boxes.device))[0]
+    first, second = overlap_edges(boxes[order], iou_threshold)
+    kept = greedy_keep(first, second, torch.ones(len(boxes), dtype=torch.bool, device=boxes.device))
     return order[kept]
 
 
@@ -52,25 +51,41 @@ def overlap_graph(boxes: Tensor, iou_threshold: float) -> Tensor:
     return torch.triu(box_iou(boxes, boxes) > iou_threshold, diagonal=1)
 
 
-def greedy_keep(overlaps: Tensor, candidates: Tensor) -> Tensor:
-    """Greedy NMS on G independent groups of M boxes, each group sorted by decreasing score.
+def overlap_edges(boxes: Tensor, iou_threshold: float, rows_per_block: int = 2048) -> tuple[Tensor, Tensor]:
+    """The edges of the overlap graph of Tensor[M, 4] boxes sorted by decreasing score.
+
+    Returns first, second: Tensor[E] (int64), the pairs first < second whose IoU is > iou_threshold.
+    The IoU matrix is built a block of rows at a time, so that memory stays about rows_per_block · M
+    values (one block, and one host read, up to 2048 boxes: all the model ever gives).
+    """
+    firsts, seconds = [], []
+    for start in range(0, len(boxes), rows_per_block):
+        block = box_iou(boxes[start:start + rows_per_block], boxes) > iou_threshold
+        # Row r is box start + r: keep only the columns after it.
+        first, second = torch.triu(block, diagonal=start + 1).nonzero(as_tuple=True)
+        firsts.append(first + start)
+        seconds.append(second)
+    if not firsts:
+        return boxes.new_zeros(0, dtype=torch.int64), boxes.new_zeros(0, dtype=torch.int64)
+    return torch.cat(firsts), torch.cat(seconds)
+
+
+def greedy_keep(first: Tensor, second: Tensor, candidates: Tensor) -> Tensor:
+    """Greedy NMS over an overlap graph, by the fixed-point iteration of the module docstring.
 
     Args:
-        overlaps: Tensor[G, M, M] bool, from `overlap_graph`.
-        candidates: Tensor[G, M] bool: the boxes that take part; the others are neither kept nor
-            suppress anything (padding, or boxes filtered out before NMS).
+        first, second: Tensor[E] (int64), the edges: box `first` outranks box `second` and overlaps it
+            above the threshold. Boxes are numbered in decreasing order of score (within each group of
+            independent boxes; edges never join two groups).
+        candidates: Tensor[V] bool, the boxes that take part; the others are neither kept nor suppress
+            anything (padding, or boxes filtered out before NMS). No edge may touch them.
 
     Returns:
-        Tensor[G, M] bool, the boxes greedy NMS keeps.
+        Tensor[V] bool, the boxes greedy NMS keeps.
     """
-    groups, size = candidates.shape
-    overlaps = overlaps & candidates[:, :, None] & candidates[:, None, :]
-    group, first, second = overlaps.nonzero(as_tuple=True)  # the edges: first suppresses second if kept
     if len(first) == 0:  # nothing overlaps: every candidate is kept
         return candidates
-    first, second = group * size + first, group * size + second
-    candidates = candidates.flatten()
-    nobody = groups * size  # an extra slot that absorbs the writes of edges whose first box is not kept
+    nobody = len(candidates)  # an extra slot that absorbs the writes of edges whose first box is not kept
     kept, rounds = candidates, FIRST_ROUNDS
     while True:
         for _ in range(rounds):
@@ -79,7 +94,7 @@ def greedy_keep(overlaps: Tensor, candidates: Tensor) -> Tensor:
             suppressed = torch.zeros(nobody + 1, dtype=torch.bool, device=kept.device).index_fill_(0, targets, True)
             kept = candidates & ~suppressed[:nobody]
         if torch.equal(kept, previous):
-            return kept.view(groups, size)
+            return kept
         rounds *= 2
 
 
