@@ -72,7 +72,12 @@ def value_problem(name: str, value, default) -> str | None:
 
     if isinstance(default, tuple):
         wrong = [x for x in value if not (is_number(x) and x > 0)]
-        return f"expected positive numbers, such as {default}" if wrong or not value else None
+        if wrong or not value:
+            return f"expected positive numbers, such as {default}"
+        # One anchor size per pyramid level (P2–P6), one mean and std per colour channel.
+        if name in ("anchor_sizes", "image_mean", "image_std") and len(value) != len(default):
+            return f"expected {len(default)} numbers, such as {default}"
+        return None
     if isinstance(default, bool):
         return None if isinstance(value, bool) else "expected True or False"
     if isinstance(default, int):
@@ -81,6 +86,8 @@ def value_problem(name: str, value, default) -> str | None:
             return f"expected a whole number of at least {least}, such as {default}"
         return None
     if isinstance(default, float):
+        if name.endswith(("_thresh", "_fraction")):  # IoUs, scores and fractions
+            return None if is_number(value) and 0 <= value <= 1 else f"expected a number from 0 to 1, such as {default}"
         return None if is_number(value) and value >= 0 else f"expected a number of at least 0, such as {default}"
     return None if isinstance(value, str) else f"expected a word, such as {default}"
 
