@@ -27,6 +27,20 @@ EXAMPLES = """examples:
 """
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -127,18 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--epochs", type=positive_int, help=f"passes over the training set (r50: {r50.epochs})")
     train.add_argument("--batch-size", type=positive_int,
                        help=f"images per step and process (small: {small.batch_size}, r50: {r50.batch_size})")
-    train.add_argument("--lr", type=float,
+    train.add_argument("--lr", type=positive_float,
                        help=f"peak learning rate (small: AdamW, {small.lr}; r50: SGD, {r50.lr} per {r50.lr_batch} images)")
     train.add_argument("--photometric", action="store_true", default=None,
                        help="colour augmentation (brightness, contrast, saturation, hue) for real photographs")
-    train.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
+    train.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes (default: 2)")
     train.add_argument("--threads", type=positive_int, default=1,
                        help="CPU threads for PyTorch's operators (default: 1; see TrainOptions.threads)")
-    train.add_argument("--seed", type=int, help="seed of the weights, data order and sampling (default: 0)")
+    train.add_argument("--seed", type=non_negative_int, help="seed of the weights, data order and sampling (default: 0)")
     train.add_argument("--resume", action="store_true", help="continue RUN/last.pt exactly (or start, if there is none)")
     train.add_argument("--train-split", help="default: train (COCO: train2017)")
     train.add_argument("--val-split", default="val", help="default: val (COCO: val2017)")
-    train.add_argument("--val-every", type=int,
+    train.add_argument("--val-every", type=non_negative_int,
                        help=f"validate every N iterations, 0: only at the end (small: {small.val_every})")
     train.add_argument("--checkpoint-every", type=positive_int,
                        help=f"write last.pt every N iterations and at the end (small: {small.checkpoint_every})")
@@ -152,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="JSON file (default: eval.json beside the checkpoint)")
     evaluate.add_argument("--device", choices=devices, default="auto")
     evaluate.add_argument("--batch-size", type=positive_int, default=8)
-    evaluate.add_argument("--workers", type=int, default=0)
+    evaluate.add_argument("--workers", type=non_negative_int, default=0)
 
     predict = commands.add_parser("predict", help="draw a model's detections on images, one PNG each",
                                   description="Draw masks, boxes, class names and scores into OUT/<image name>.png.")

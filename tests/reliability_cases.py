@@ -66,7 +66,7 @@ class Case:
     code: int  # the exit status
     says: str  # a regular expression the output must match: it names the culprit
     after: Callable[[Setup], bool] = lambda s: True  # what must hold afterwards
-    lines: int = 1  # lines printed by an expected failure
+    lines: int | None = 1  # lines printed by an expected failure; None: argparse's usage, then one line
     note: str = ""  # what else the outcome includes, for the page
 
 
@@ -235,6 +235,10 @@ CASES = [
          r"--set box_fg_iou_thresh=5: expected a number from 0 to 1"),
     Case("options", "--set with an unknown field", lambda s: s.train(s.shapes, "--set", "colour=red"), 2,
          r"--set colour=red: expected FIELD=VALUE with a MaskRCNNConfig field"),
+    Case("options", "--workers -1", lambda s: s.train(s.shapes, "--workers", "-1"), 2,
+         r"argument --workers: must be at least 0, got -1", lines=None, note="after the usage"),
+    Case("options", "--lr nan", lambda s: s.train(s.shapes, "--lr", "nan"), 2,
+         r"argument --lr: must be a positive number, got nan", lines=None, note="after the usage"),
     Case("options", "--device cuda without a GPU", no_gpu, 2, r"--device cuda: PyTorch sees no CUDA GPU",
          **NO_RUN_FOLDER),
     Case("options", "--amp on a CPU", lambda s: s.train(s.shapes, "--device", "cpu", "--amp"), 2,
