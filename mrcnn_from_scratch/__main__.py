@@ -145,10 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"peak learning rate (small: AdamW, {small.lr}; r50: SGD, {r50.lr} per {r50.lr_batch} images)")
     train.add_argument("--photometric", action="store_true", default=None,
                        help="colour augmentation (brightness, contrast, saturation, hue) for real photographs")
-    train.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes (default: 2)")
+    train.add_argument("--workers", type=non_negative_int, default=2,
+                       help="data-loading processes (default: 2)")
     train.add_argument("--threads", type=positive_int, default=1,
                        help="CPU threads for PyTorch's operators (default: 1; see TrainOptions.threads)")
-    train.add_argument("--seed", type=non_negative_int, help="seed of the weights, data order and sampling (default: 0)")
+    train.add_argument("--seed", type=non_negative_int,
+                       help="seed of the weights, data order and sampling (default: 0)")
     train.add_argument("--resume", action="store_true", help="continue RUN/last.pt exactly (or start, if there is none)")
     train.add_argument("--train-split", help="default: train (COCO: train2017)")
     train.add_argument("--val-split", default="val", help="default: val (COCO: val2017)")
