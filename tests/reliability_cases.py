@@ -129,6 +129,15 @@ def cut_metrics_line(s: Setup) -> list[str]:
     return s.resume()
 
 
+def full_disk(s: Setup) -> list[str]:
+    import mrcnn_from_scratch.engine.checkpoint as checkpoint
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    s.monkeypatch.setattr(checkpoint.torch, "save", no_space)
+    return s.train(s.shapes)
+
+
 def no_gpu(s: Setup) -> list[str]:
     s.monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     return s.train(s.shapes, "--device", "cuda")
@@ -252,6 +261,9 @@ CASES = [
     Case("resume", "metrics.jsonl's last line cut by a kill", cut_metrics_line, 0, r"has already done all",
          lambda s: (s.run / "metrics.jsonl").read_text().endswith("}\n"),
          note="the cut line is dropped, with a warning"),
+    Case("resume", "the disk is full when a checkpoint is written", full_disk, 2,
+         r"cannot write the checkpoint .*last.pt: No space left on device \(no checkpoint was written yet\)",
+         lambda s: not list((s.tmp / "out").glob("*.tmp")), note="no temporary file is left"),
     Case("resume", "evaluate a weights file that is not a checkpoint",
          lambda s: ["evaluate", "--checkpoint", str(resnet_weights(s)), "--data", str(s.shapes)], 2,
          r"resnet18.pth is a weights file but not a checkpoint of train"),

@@ -49,7 +49,7 @@ def test_case(case, shapes, run, tmp_path, monkeypatch, capsys):
     assert code == case.code, printed[-2000:]
     assert re.search(case.says, printed, re.MULTILINE), printed[-2000:]
     if code:  # an expected failure is one line, with no traceback
-        messages = [line for line in err.strip().splitlines() if not PROGRESS.search(line)]
+        messages = [line for line in err.splitlines() if line.strip() and not PROGRESS.search(line)]
         assert "Traceback" not in printed, err
         if case.lines is None:  # argparse shows the usage, then the error
             assert messages[0].startswith("usage:") and re.search(case.says, messages[-1]), err

@@ -53,13 +53,20 @@ def save_atomically(checkpoint: dict, path: Path) -> None:
     (The temporary file must be on the same file system as `path`, hence the same folder.)
     """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise UsageError(f"cannot write the checkpoint {path}: {error.strerror}") from None
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(checkpoint, file)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # a full disk, a lost network drive: not a bug of ours
+            kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint was written yet"
+            raise UsageError(f"cannot write the checkpoint {path}: {error.strerror or error} ({kept}); free some "
+                             "space, then train --resume") from None
         raise
 
 
