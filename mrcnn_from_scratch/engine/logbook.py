@@ -48,8 +48,12 @@ class MetricsLog:
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def append(self, record: dict) -> None:
-        with self.path.open("a") as file:
-            file.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as file:
+                file.write(json.dumps(record) + "\n")
+        except OSError as error:  # a full disk, a lost network drive: not a bug of ours
+            raise UsageError(f"cannot write {self.path}: {error.strerror or error}; free some space, then "
+                             "train --resume") from None
 
 
 def plot_losses(metrics_path: Path, png_path: Path) -> None:
@@ -73,4 +77,7 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
             axes[1].plot([r["iteration"] for r in validations], [r[key] for r in validations], "o-", label=key)
         axes[1].set(xlabel="iteration", ylabel="COCO AP", ylim=(0, 1), title="validation")
         axes[1].legend(fontsize="small")
-    figure.savefig(png_path, dpi=100)
+    try:
+        figure.savefig(png_path, dpi=100)
+    except OSError as error:  # the curves are a convenience: a full disk must not hide the run's own error
+        warnings.warn(f"cannot write {png_path}: {error.strerror or error}", stacklevel=2)
