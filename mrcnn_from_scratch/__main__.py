@@ -24,7 +24,7 @@ EXAMPLES = """examples:
   python -m mrcnn_from_scratch train --data datasets/mine --out runs/mine --init runs/shapes/last.pt   # fine-tune
   python -m mrcnn_from_scratch train --data DIR --out RUN --config r50 --backbone-weights resnet50-0676ba61.pth
   torchrun --standalone --nproc_per_node=2 -m mrcnn_from_scratch train --data DIR --out RUN   # DDP
-  torchrun --nnodes=2 --nproc-per-node=N --rdzv-backend=c10d --rdzv-endpoint=HOST:29400 --rdzv-id=RUN \
+  torchrun --nnodes=2 --nproc-per-node=N --rdzv-backend=c10d --rdzv-endpoint=HOST:29400 --rdzv-id=RUN \\
       -m mrcnn_from_scratch train --data DIR --out RUN --resume         # on each of 2 machines (README)
   python -m mrcnn_from_scratch.data.check DIR --split train                     # list a dataset's problems
 """
