@@ -11,11 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mrcnn_from_scratch.engine.checkpoint import load_checkpoint
 from mrcnn_from_scratch.engine.logbook import read_metrics
 
 from conftest import TINY
 
+# The launchers' processes are found through Linux's /proc.
+pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
 ITERS = 12
 WAIT = 300  # seconds: generous bounds for a busy 2-core machine, not timings
 
