@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .annotations import annotation_problem, empty_after_clipping, read_annotations
 from .errors import DataError
+from .images import load_image
 
 SHOWN = 3  # examples named per problem
 
@@ -52,76 +53,93 @@ class Report:
         return [p for p in self.problems if not p.error and p.places]
 
 
+ERRORS = ("files without categories", "categories without a name", "duplicate category ids",
+          "images without file_name, width or height", "duplicate image ids", "duplicate annotation ids",
+          "annotations of images not in the file", "unusable annotations", "image files missing",
+          "images that do not decode as the JSON says", "splits with no object to learn from")
+WARNINGS = ("boxes empty once clipped to their image (dropped)", "images without objects")
+
+
 def check_split(image_dir: str | Path, ann_file: str | Path, training: bool = False, decode: bool = False,
                 dataset: dict | None = None) -> Report:
     """Every problem of one split. training: a split without any object is an error (it is fine for
     validation). decode: also decode every image (slow; otherwise only that each file exists).
     dataset: the file's JSON if it has been read already (by CocoInstances)."""
-    from .images import load_image
-
-    image_dir, ann_file = Path(image_dir), Path(ann_file)
+    ann_file = Path(ann_file)
     dataset = read_annotations(ann_file) if dataset is None else dataset
-    kinds = ["files without categories", "categories without a name", "duplicate category ids",
-             "images without file_name, width or height", "duplicate image ids", "duplicate annotation ids",
-             "annotations of images not in the file", "unusable annotations", "image files missing",
-             "images that do not decode as the JSON says", "splits with no object to learn from"]
-    found = {kind: Problem(True, kind) for kind in kinds}
-    warned = {kind: Problem(False, kind) for kind in ("boxes empty once clipped to their image (dropped)",
-                                                      "images without objects")}
+    found = {kind: Problem(True, kind) for kind in ERRORS} | {kind: Problem(False, kind) for kind in WARNINGS}
+    images = check_entries(dataset, found)
+    objects = check_annotations(dataset["annotations"], images, {cat["id"] for cat in dataset["categories"]}, found)
+    check_image_files(Path(image_dir), images, decode, found)
+    for image_id in images:
+        if not objects[image_id]:
+            found["images without objects"].places.append(f"image {image_id}")
+    if training and not sum(objects.values()):
+        found["splits with no object to learn from"].places.append(
+            "no annotation is usable (crowd annotations, iscrowd 1, are left out)")
+    return Report(ann_file, list(found.values()))
+
+
+def check_entries(dataset: dict, found: dict[str, Problem]) -> dict[int, dict]:
+    """The file's categories and images, and every id's uniqueness; returns the usable images by id."""
+    if not dataset["categories"]:
+        found["files without categories"].places.append("'categories' is empty")
     for cat in dataset["categories"]:
         if not isinstance(cat.get("name"), str):
             found["categories without a name"].places.append(f"category {cat['id']}")
-    for kind, entries, noun in (("duplicate category ids", dataset["categories"], "category"),
-                                ("duplicate image ids", dataset["images"], "image"),
-                                ("duplicate annotation ids", dataset["annotations"], "annotation")):
-        repeated = Counter(entry["id"] for entry in entries)
-        found[kind].places += [f"{noun} {i} ({n} times)" for i, n in repeated.items() if n > 1]
-    if not dataset["categories"]:
-        found["files without categories"].places.append("'categories' is empty")
+    for key, noun in (("categories", "category"), ("images", "image"), ("annotations", "annotation")):
+        repeated = Counter(entry["id"] for entry in dataset[key])
+        found[f"duplicate {noun} ids"].places += [f"{noun} {i} ({n} times)" for i, n in repeated.items() if n > 1]
     images = {}
     for image in dataset["images"]:
-        if not (isinstance(image.get("file_name"), str) and all(
-                isinstance(image.get(k), int) and image[k] > 0 for k in ("width", "height"))):
-            found["images without file_name, width or height"].places.append(f"image {image['id']}")
-        else:
+        sizes = [image.get(side) for side in ("width", "height")]
+        if isinstance(image.get("file_name"), str) and all(type(side) is int and side > 0 for side in sizes):
             images[image["id"]] = image
-    category_ids = {cat["id"] for cat in dataset["categories"]}
+        else:
+            found["images without file_name, width or height"].places.append(f"image {image['id']}")
+    return images
+
+
+def check_annotations(annotations: list[dict], images: dict[int, dict], category_ids: set,
+                      found: dict[str, Problem]) -> Counter:
+    """Each annotation against its image; returns the count of objects (not crowds, not dropped) per image."""
     objects = Counter()
-    for ann in dataset["annotations"]:
-        image = images.get(ann.get("image_id"))
+    for ann in annotations:
+        image = images.get(ann["image_id"])
         if image is None:
             found["annotations of images not in the file"].places.append(
-                f"annotation {ann['id']} (image_id {ann.get('image_id')!r})")
+                f"annotation {ann['id']} (image_id {ann['image_id']!r})")
             continue
         where = f"image {image['id']} ({image['file_name']}), annotation {ann['id']}"
         problem = annotation_problem(ann, image, category_ids)
         if problem:  # (still an object: the error is its own message, not that the image has none)
             found["unusable annotations"].places.append(f"{where}: {problem}")
         elif empty_after_clipping(ann["bbox"], image["width"], image["height"]):
-            warned["boxes empty once clipped to their image (dropped)"].places.append(f"{where}: {ann['bbox']}")
+            found["boxes empty once clipped to their image (dropped)"].places.append(f"{where}: {ann['bbox']}")
             continue
         if not ann.get("iscrowd", 0):
             objects[image["id"]] += 1
+    return objects
+
+
+def check_image_files(image_dir: Path, images: dict[int, dict], decode: bool, found: dict[str, Problem]) -> None:
+    """Every image file exists (and, with `decode`, decodes to the JSON's size)."""
     for image in images.values():
         path = image_dir / image["file_name"]
         if not path.is_file():
             found["image files missing"].places.append(f"image {image['id']}: {path}")
-        elif decode:
-            try:
-                size = tuple(load_image(path, f"image {image['id']} ({image['file_name']})").shape[1:])
-            except DataError as error:
-                found["images that do not decode as the JSON says"].places.append(str(error))
-                continue
-            if size != (image["height"], image["width"]):
-                found["images that do not decode as the JSON says"].places.append(
-                    f"image {image['id']} ({path}): {size[1]}×{size[0]}, "
-                    f"the JSON says {image['width']}×{image['height']}")
-        if not objects[image["id"]]:
-            warned["images without objects"].places.append(f"image {image['id']}")
-    if training and not sum(objects.values()):
-        found["splits with no object to learn from"].places.append(
-            "no annotation is usable (crowd annotations, iscrowd 1, are left out)")
-    return Report(ann_file, [*found.values(), *warned.values()])
+            continue
+        if not decode:
+            continue
+        try:
+            size = tuple(load_image(path, f"image {image['id']} ({image['file_name']})").shape[1:])
+        except DataError as error:
+            found["images that do not decode as the JSON says"].places.append(str(error))
+            continue
+        if size != (image["height"], image["width"]):
+            found["images that do not decode as the JSON says"].places.append(
+                f"image {image['id']} ({path}): {size[1]}×{size[0]}, "
+                f"the JSON says {image['width']}×{image['height']}")
 
 
 def validate_split(split, training: bool, verbose: bool = True) -> Report:
