@@ -75,11 +75,12 @@ def check_image_types(images: list[Tensor], dtype: torch.dtype | None) -> None:
             raise ValueError(f"images[{i}] is on {image.device} but images[0] is on {images[0].device}")
 
 
-def check_resizable(i: int, height: int, width: int, min_size: tuple[int, ...], max_size: int) -> None:
+def check_resizable(i: int, height: int, width: int, min_size: int | tuple[int, ...], max_size: int) -> None:
     """The transform scales by min(min_size / short side, max_size / long side) (see transform.py); an
     image so long and thin that its short side would shrink below one pixel cannot be resized."""
+    smallest = min(min_size) if isinstance(min_size, (tuple, list)) else min_size  # ImageTransform takes both
     short, long = min(height, width), max(height, width)
-    scale = min(min(min_size) / short, max_size / long)
+    scale = min(smallest / short, max_size / long)
     if math.floor(short * scale) < 1:
         raise ValueError(f"images[{i}] is {height}×{width}: resized to a long side of at most {max_size} "
                          f"(max_size) its short side would be {short * scale:.2f} pixels, less than one. Crop it "
