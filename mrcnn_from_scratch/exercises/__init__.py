@@ -18,6 +18,7 @@ from .ch08 import check_mask_loss_grad, check_maskrcnn_loss, check_smooth_l1, ch
 from .ch09 import check_boxes_to_original, check_iterations_for, check_scaled_lr, check_training_step, check_warmup_cosine
 from .ch10 import check_interpolated_ap, check_mask_iou, check_match_detections, check_precision_recall_at
 from .ch12 import check_class_specific_keys, check_instances_from_mask, check_level_histogram, check_split_images
+from .ch13 import check_chain_rounds, check_greedy_keep, check_loop_syncs
 
 __all__ = ["mask_lab", "rpn_lab", "check_coco_to_xyxy", "check_transformed_size"]
 __all__ += ["check_batched_nms", "check_box_coder", "check_box_iou", "check_decode", "check_encode", "check_nms"]
@@ -34,3 +35,4 @@ __all__ += ["check_boxes_to_original", "check_iterations_for", "check_scaled_lr"
 __all__ += ["check_warmup_cosine"]
 __all__ += ["check_interpolated_ap", "check_mask_iou", "check_match_detections", "check_precision_recall_at"]
 __all__ += ["check_class_specific_keys", "check_instances_from_mask", "check_level_histogram", "check_split_images"]
+__all__ += ["check_chain_rounds", "check_greedy_keep", "check_loop_syncs"]
