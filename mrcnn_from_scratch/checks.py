@@ -165,14 +165,3 @@ def explain_target(i: int, target: dict[str, Tensor], num_classes: int) -> None:
         if not 1 <= label < num_classes:
             raise ValueError(f"targets[{i}]['labels'][{j}] = {label} is outside 1..{num_classes - 1} (0 is "
                              f"background, and the model has {num_classes} classes)")
-
-
-# model.py's two calls until it makes the one call to check_inputs: two host syncs in training, not one.
-def check_images(images: list[Tensor]) -> None:
-    check_image_types(images, None)
-    check_values(images, None, 0)
-
-
-def check_targets(images: list[Tensor], targets: list[dict[str, Tensor]], num_classes: int) -> None:
-    check_target_types(images, targets)
-    check_values([], targets, num_classes)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from .anchors import AnchorGenerator
 from .backbone import ResNet
 from .box_head import FastRCNNPredictor, TwoMLPHead
-from .checks import check_images, check_targets
+from .checks import check_inputs
 from .config import MaskRCNNConfig
 from .fpn import BackboneWithFPN
 from .mask_head import MaskHead, MaskPredictor
@@ -56,11 +56,9 @@ class MaskRCNN(nn.Module):
             sampler_draws=c.sampler_draws)
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
-        check_images(images)
-        if self.training:
-            if targets is None:
-                raise ValueError("in training mode the model needs targets; call model.eval() to predict")
-            check_targets(images, targets, self.config.num_classes)
+        if self.training and targets is None:
+            raise ValueError("in training mode the model needs targets; call model.eval() to predict")
+        check_inputs(images, targets if self.training else None, self.config, next(self.parameters()).dtype)
         original_sizes = [tuple(image.shape[-2:]) for image in images]
         batch, image_sizes, targets = self.transform(images, targets)
         features = self.backbone(batch)  # P2–P6
@@ -69,7 +67,6 @@ class MaskRCNN(nn.Module):
         if self.training:
             return {**head_losses, **rpn_losses}
         return self.transform.postprocess(detections, image_sizes, original_sizes)
-
 
     def compile_dense_parts(self, **compile_options) -> None:
         """torch.compile, in place, the parts that are convolutions and matrix products: the backbone and
