@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..ops import box_iou
 from ..ops.nms import greedy_keep, overlap_graph
-from ._checking import Case, run_cases
+from ._checking import Case, run_cases, tensor_problem
 from .ch01 import clustered_boxes, distinct_scores
 
 
@@ -102,12 +102,8 @@ def reference_greedy_keep(overlaps: Tensor, candidates: Tensor) -> Tensor:
 
 
 def _kept_problem(received, expected: Tensor) -> str | None:
-    if not isinstance(received, Tensor):
-        return f"the result should be a torch.Tensor, got {type(received).__name__}"
-    if received.dtype != torch.bool:
-        return f"the result should be a bool mask (dtype torch.bool), got {received.dtype}"
-    if received.shape != expected.shape:
-        return f"the result should have shape {list(expected.shape)}, one per box, got {list(received.shape)}"
+    if not isinstance(received, Tensor) or received.dtype != expected.dtype or received.shape != expected.shape:
+        return tensor_problem(received, expected, "the result (a bool mask, one per box)")
     extra, missing = torch.where(received & ~expected)[0].tolist(), torch.where(expected & ~received)[0].tolist()
     parts = [f"kept boxes that greedy NMS suppresses: {extra}"] if extra else []
     parts += [f"suppressed boxes that greedy NMS keeps: {missing}"] if missing else []
