@@ -177,3 +177,12 @@ def test_output_conv_experiment_wants_a_prediction_first():
         check_output_conv_experiment(without_output_convs, None, **TINY_BUDGET)
     with pytest.raises(AssertionError, match="should be a number"):
         check_output_conv_experiment(without_output_convs, "high", **TINY_BUDGET)
+
+
+def test_the_accepted_range_is_a_fraction(capsys):
+    from mrcnn_from_scratch.exercises._experiments import judge_prediction
+
+    assert judge_prediction("check", 0.99, 0.95, 0.1, "a share", "because")
+    assert not judge_prediction("check", 0.8, 0.95, 0.1, "a share", "because")
+    out = capsys.readouterr().out
+    assert "the accepted range 0.850 to 1.000" in out and "✗ outside" in out

@@ -33,8 +33,10 @@ def need_prediction(prediction, what: str) -> float:
 
 def judge_prediction(checker: str, prediction: float, measured: float, tolerance: float, what: str,
                      why: str) -> bool:
-    """Print prediction, measurement and the accepted range; True if |prediction - measured| <= tolerance."""
-    low, high = measured - tolerance, measured + tolerance
+    """Print prediction, measurement and the accepted range; True if |prediction - measured| <= tolerance.
+
+    Every experiment here measures a fraction, so the range is shown within [0, 1]."""
+    low, high = max(measured - tolerance, 0.0), min(measured + tolerance, 1.0)
     within = abs(prediction - measured) <= tolerance
     verdict = "✓ within" if within else "✗ outside"
     print(f"{checker}: you predicted {prediction:.3f} for {what}; measured {measured:.3f}. "
