@@ -60,8 +60,9 @@ def roi_align(
     else:  # adaptive: about one sample per cell, ceil(bin size) along each axis, for each box
         grid_h, grid_w = torch.ceil(bin_h).long(), torch.ceil(bin_w).long()
 
-    output = input.new_zeros(len(rois), out_h, out_w, channels)
     groups = _groups_of_similar_grids(grid_h, grid_w, sampling_ratio)
+    # One group fills the whole output by itself; several are copied into place.
+    output = input.new_zeros(len(rois), out_h, out_w, channels) if len(groups) > 1 else None
     for index, samples_h, samples_w in groups:
         rows, row_weights = _axis_samples(y1[index], bin_h[index], out_h, grid_h[index], samples_h, height)
         cols, col_weights = _axis_samples(x1[index], bin_w[index], out_w, grid_w[index], samples_w, width)
