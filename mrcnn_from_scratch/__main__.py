@@ -6,7 +6,7 @@ import argparse
 import ast
 import math
 
-from .config import CONFIGS, MaskRCNNConfig
+from .config import CHOICES, CONFIGS, MaskRCNNConfig
 from .data.errors import DataError
 from .engine.distributed import ProcessLost
 from .engine.errors import TrainingDiverged, UsageError
@@ -106,6 +106,8 @@ def value_problem(name: str, value, default) -> str | None:
         if name.endswith(("_thresh", "_fraction")):  # IoUs, scores and fractions
             return None if is_number(value) and 0 <= value <= 1 else f"expected a number from 0 to 1, such as {default}"
         return None if is_number(value) and value >= 0 else f"expected a number of at least 0, such as {default}"
+    if name in CHOICES:
+        return None if value in CHOICES[name] else f"expected one of {', '.join(CHOICES[name])}"
     return None if isinstance(value, str) else f"expected a word, such as {default}"
 
 

@@ -5,6 +5,14 @@ for training from scratch on a CPU in minutes (chapter 09 explains each choice).
 """
 from dataclasses import asdict, dataclass, replace
 
+# The switches of the paper's ablations (chapter 11), each with its allowed values; the first is the default.
+CHOICES = {
+    "roi_op": ("align", "pool"),
+    "roi_level": ("fpn", "P2", "P3", "P4", "P5"),
+    "mask_head": ("fcn", "mlp"),
+    "mask_loss": ("sigmoid", "softmax", "none"),
+}
+
 
 @dataclass
 class MaskRCNNConfig:
@@ -54,6 +62,21 @@ class MaskRCNNConfig:
     # How the RPN and the box head sample their training boxes: "ranks" (random keys, no host sync,
     # the fast default) or "torchvision" (its exact draws, for comparing training losses with it).
     sampler_draws: str = "ranks"
+
+    # The paper's ablations (its Table 2; chapter 11). The defaults are Mask R-CNN's own choices.
+    roi_op: str = "align"  # "pool": RoIPool's rounded bins instead of RoIAlign, in both poolers
+    roi_level: str = "fpn"  # the FPN rule above, or one fixed level for every RoI: "P2" .. "P5" (stride 4 .. 32)
+    mask_head: str = "fcn"  # "mlp": two fc layers of box_representation_size, then one to K·28·28
+    mask_loss: str = "sigmoid"  # "softmax": classes compete per pixel; "none": no mask loss (Faster R-CNN)
+    class_agnostic_mask: bool = False  # one mask for every class instead of one per class
+
+    def __post_init__(self):
+        for name, known in CHOICES.items():
+            if getattr(self, name) not in known:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(map(repr, known))}")
+        if self.mask_loss == "softmax" and self.class_agnostic_mask:
+            raise ValueError("mask_loss='softmax' needs a mask per class to compete: it cannot be combined with "
+                             "class_agnostic_mask=True")
 
     def replace(self, **changes) -> "MaskRCNNConfig":
         """A copy with some fields changed (unknown names raise TypeError)."""

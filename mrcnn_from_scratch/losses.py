@@ -90,3 +90,22 @@ def maskrcnn_loss(mask_logits: Tensor, mask_targets: Tensor, labels: Tensor) -> 
         return mask_logits.sum() * 0
     logits_of_gt_class = mask_logits[torch.arange(len(labels), device=labels.device), labels]
     return F.binary_cross_entropy_with_logits(logits_of_gt_class, mask_targets)
+
+
+def maskrcnn_softmax_loss(mask_logits: Tensor, mask_targets: Tensor, labels: Tensor) -> Tensor:
+    """The paper's multinomial variant: a softmax over the K channels at each pixel, so classes compete.
+
+    Channel 0 is background. Each pixel's target is the GT class where the mask is and background
+    elsewhere; the targets are soft at the edges (t in [0, 1]), so the target distribution is t on the GT
+    class and 1 - t on background, which for t in {0, 1} is the usual cross-entropy with one label per
+    pixel. With K = 2 (one class) this equals the sigmoid loss on the logit difference: the classes only
+    compete when there are several.
+
+    Args and returns as maskrcnn_loss: Tensor[P, K, M, M], Tensor[P, M, M], Tensor[P] -> the mean over
+    P·M·M pixels.
+    """
+    if mask_targets.numel() == 0:
+        return mask_logits.sum() * 0
+    log_probabilities = F.log_softmax(mask_logits, dim=1)
+    of_gt_class = log_probabilities[torch.arange(len(labels), device=labels.device), labels]
+    return -(mask_targets * of_gt_class + (1 - mask_targets) * log_probabilities[:, 0]).mean()

@@ -64,13 +64,19 @@ def mask_targets(gt_masks: Tensor, boxes: Tensor, matched_gt: Tensor, size: int)
     return roi_align(gt_masks[:, None].to(boxes), rois, (size, size), spatial_scale=1.0)[:, 0]
 
 
-def masks_of_labels(mask_logits: Tensor, labels: list[Tensor]) -> list[Tensor]:
-    """Inference: the sigmoid of each detection's own class channel.
+def masks_of_labels(mask_logits: Tensor, labels: list[Tensor], softmax: bool = False) -> list[Tensor]:
+    """Inference: each detection's own class channel as a probability, the sigmoid of that channel (or,
+    with softmax=True, for a head trained with the softmax loss, that channel's share of the softmax over
+    all channels).
 
     mask_logits: Tensor[D, K, 28, 28]; labels: per image Tensor[D_i]. Returns per image Tensor[D_i, 1, 28, 28].
     """
     all_labels = torch.cat(labels)
-    probabilities = mask_logits[torch.arange(len(all_labels), device=all_labels.device), all_labels].sigmoid()
+    rows = torch.arange(len(all_labels), device=all_labels.device)
+    if softmax:
+        probabilities = mask_logits.softmax(dim=1)[rows, all_labels]
+    else:
+        probabilities = mask_logits[rows, all_labels].sigmoid()
     return list(probabilities[:, None].split([len(l) for l in labels]))
 
 

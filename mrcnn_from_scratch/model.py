@@ -12,6 +12,7 @@ from .checks import check_inputs
 from .config import MaskRCNNConfig
 from .fpn import BackboneWithFPN
 from .mask_head import MaskHead, MaskPredictor
+from .mask_mlp_head import MaskMLPHead, MaskMLPPredictor
 from .poolers import MultiScaleRoIAlign
 from .roi_heads import RoIHeads
 from .rpn import RegionProposalNetwork, RPNHead
@@ -44,16 +45,25 @@ class MaskRCNN(nn.Module):
             {"training": c.rpn_post_nms_top_n_train, "testing": c.rpn_post_nms_top_n_test}, c.rpn_nms_thresh,
             sampler_draws=c.sampler_draws)
         levels = ["0", "1", "2", "3"]  # P2–P5: the heads never pool from P6
+        fixed_level = None if c.roi_level == "fpn" else int(c.roi_level[1:])  # "P5" -> 5
+        mask_classes = 1 if c.class_agnostic_mask else c.num_classes
+        if c.mask_head == "mlp":
+            mask_head = MaskMLPHead(c.fpn_channels * 14 * 14, c.box_representation_size)
+            mask_predictor = MaskMLPPredictor(c.box_representation_size, mask_classes)
+        else:
+            mask_head = MaskHead(c.fpn_channels, c.mask_channels)
+            mask_predictor = MaskPredictor(c.mask_channels, c.mask_channels, mask_classes)
         self.roi_heads = RoIHeads(
-            MultiScaleRoIAlign(levels, 7, sampling_ratio=2, canonical_scale=c.roi_canonical_scale),
+            MultiScaleRoIAlign(levels, 7, sampling_ratio=2, canonical_scale=c.roi_canonical_scale, roi_op=c.roi_op,
+                               fixed_level=fixed_level),
             TwoMLPHead(c.fpn_channels * 7 * 7, c.box_representation_size),
             FastRCNNPredictor(c.box_representation_size, c.num_classes),
-            MultiScaleRoIAlign(levels, 14, sampling_ratio=2, canonical_scale=c.roi_canonical_scale),
-            MaskHead(c.fpn_channels, c.mask_channels),
-            MaskPredictor(c.mask_channels, c.mask_channels, c.num_classes),
+            MultiScaleRoIAlign(levels, 14, sampling_ratio=2, canonical_scale=c.roi_canonical_scale, roi_op=c.roi_op,
+                               fixed_level=fixed_level),
+            mask_head, mask_predictor,
             c.box_fg_iou_thresh, c.box_bg_iou_thresh, c.box_batch_size_per_image, c.box_positive_fraction,
             score_thresh=c.box_score_thresh, nms_thresh=c.box_nms_thresh, detections_per_img=c.box_detections_per_img,
-            sampler_draws=c.sampler_draws)
+            sampler_draws=c.sampler_draws, mask_loss=c.mask_loss, class_agnostic_mask=c.class_agnostic_mask)
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         if self.training and targets is None:

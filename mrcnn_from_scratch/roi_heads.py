@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .box_head import FastRCNNPredictor, TwoMLPHead, postprocess_detections
-from .losses import fastrcnn_loss, maskrcnn_loss
+from .losses import fastrcnn_loss, maskrcnn_loss, maskrcnn_softmax_loss
 from .mask_head import MaskHead, MaskPredictor, mask_targets, masks_of_labels
 from .matching import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BalancedPositiveNegativeSampler, Matcher
 from .ops import BoxCoder, box_iou
@@ -29,6 +29,9 @@ class RoIHeads(nn.Module):
         bbox_reg_weights: the box coder's weights ((10, 10, 5, 5)).
         score_thresh, nms_thresh, detections_per_img: post-processing (0.05, 0.5, 100).
         sampler_draws: "torchvision" or "ranks", see BalancedPositiveNegativeSampler.
+        mask_loss: "sigmoid" (per-class binary, Mask R-CNN's), "softmax" (classes compete per pixel) or
+            "none" (no mask loss: the box branch of Faster R-CNN, trained alone); chapter 11.
+        class_agnostic_mask: the mask predictor has one channel, used for every class.
     """
 
     def __init__(self, box_roi_pool: MultiScaleRoIAlign, box_head: TwoMLPHead, box_predictor: FastRCNNPredictor,
@@ -36,8 +39,11 @@ class RoIHeads(nn.Module):
                  fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5, batch_size_per_image: int = 512,
                  positive_fraction: float = 0.25, bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
                  score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100,
-                 sampler_draws: str = "torchvision"):
+                 sampler_draws: str = "torchvision", mask_loss: str = "sigmoid", class_agnostic_mask: bool = False):
         super().__init__()
+        if mask_loss not in ("sigmoid", "softmax", "none"):
+            raise ValueError(f"mask_loss={mask_loss!r} is not one of 'sigmoid', 'softmax', 'none'")
+        self.mask_loss, self.class_agnostic_mask = mask_loss, class_agnostic_mask
         self.box_roi_pool, self.box_head, self.box_predictor = box_roi_pool, box_head, box_predictor
         self.mask_roi_pool, self.mask_head, self.mask_predictor = mask_roi_pool, mask_head, mask_predictor
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
@@ -78,15 +84,28 @@ class RoIHeads(nn.Module):
         # Box branch on every sampled RoI.
         class_logits, box_deltas = self.box_predictor(self.box_head(self.box_roi_pool(features, rois, image_sizes)))
         loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_deltas, torch.cat(labels), regression_targets)
-        # Mask branch, in parallel, on the positive RoIs only, each against its own GT mask.
+        loss_mask = self.mask_branch_loss(features, rois, labels, matched_gt, targets, image_sizes)
+        return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}
+
+    def mask_branch_loss(self, features, rois, labels, matched_gt, targets, image_sizes) -> Tensor:
+        """The mask branch, in parallel with the box branch, on the positive RoIs only, each against its own
+        GT mask."""
+        if self.mask_loss == "none":
+            # No mask branch at all. The zero still touches every mask weight, because DistributedDataParallel
+            # expects each trainable parameter to get a gradient at every step.
+            return sum(p.sum() * 0.0 for p in (*self.mask_head.parameters(), *self.mask_predictor.parameters()))
         positive = [torch.where(labels_i > 0)[0] for labels_i in labels]
         positive_rois = [rois_i[positive_i] for rois_i, positive_i in zip(rois, positive)]
         mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, positive_rois, image_sizes)))
         targets_28 = [mask_targets(target["masks"], rois_i, matched_i[positive_i], mask_logits.shape[-1])
                       for target, rois_i, matched_i, positive_i in zip(targets, positive_rois, matched_gt, positive)]
-        positive_labels = [labels_i[positive_i] for labels_i, positive_i in zip(labels, positive)]
-        loss_mask = maskrcnn_loss(mask_logits, torch.cat(targets_28), torch.cat(positive_labels))
-        return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}
+        positive_labels = self._mask_channels([labels_i[positive_i] for labels_i, positive_i in zip(labels, positive)])
+        loss = maskrcnn_softmax_loss if self.mask_loss == "softmax" else maskrcnn_loss
+        return loss(mask_logits, torch.cat(targets_28), torch.cat(positive_labels))
+
+    def _mask_channels(self, labels: list[Tensor]) -> list[Tensor]:
+        """The mask channel of each RoI: its class, or channel 0 for every class in a class-agnostic head."""
+        return [torch.zeros_like(l) for l in labels] if self.class_agnostic_mask else labels
 
     def predict(self, features, proposals, image_sizes) -> list[dict[str, Tensor]]:
         # Box branch first: classify, decode, NMS ...
@@ -95,7 +114,7 @@ class RoIHeads(nn.Module):
                                                        self.score_thresh, self.nms_thresh, self.detections_per_img)
         # ... then the mask branch on the kept detections only.
         mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_sizes)))
-        masks = masks_of_labels(mask_logits, labels)
+        masks = masks_of_labels(mask_logits, self._mask_channels(labels), softmax=self.mask_loss == "softmax")
         return [{"boxes": b, "labels": l, "scores": s, "masks": m} for b, l, s, m in zip(boxes, labels, scores, masks)]
 
     def sample_rois(self, proposals: list[Tensor], targets: list[dict[str, Tensor]]

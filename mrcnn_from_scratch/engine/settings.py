@@ -101,6 +101,8 @@ def build_config(settings: dict, class_names: tuple[str, ...]) -> MaskRCNNConfig
     except TypeError:
         fields = ", ".join(f for f in config.to_dict() if f not in ("num_classes", "class_names"))
         raise UsageError(f"unknown config field in {settings['config_overrides']}; the fields are: {fields}") from None
+    except ValueError as error:  # a value the config refuses, such as two switches that do not combine
+        raise UsageError(f"--set: {error}") from None
     random_body = not settings["init"] and not settings["backbone_weights"]
     if random_body and (config.norm == "frozen_bn" or config.trainable_stages < 5):
         raise UsageError(

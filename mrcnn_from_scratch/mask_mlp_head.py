@@ -1,0 +1,35 @@
+"""The paper's MLP mask head, the variant the FCN head beat (its Table 2e): 31.5 against 33.6 mask AP.
+
+The pooled 14×14 features are flattened and go through two fully connected layers (ReLU), then a third
+predicts all K·28·28 mask logits at once. Flattening throws the grid away: every output pixel gets its
+own weights to every input cell, so the head must learn from data what the FCN has built in, that a
+pixel's mask depends mostly on the features next to it. It also has far more weights to learn.
+
+Same interface as MaskHead + MaskPredictor, so RoIHeads takes either.
+"""
+import torch
+from torch import Tensor, nn
+
+
+class MaskMLPHead(nn.Module):
+    """Flatten, fc + ReLU, fc + ReLU: Tensor[R, C, 14, 14] -> Tensor[R, hidden]."""
+
+    def __init__(self, in_features: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.fc2(torch.relu(self.fc1(x.flatten(start_dim=1)))))
+
+
+class MaskMLPPredictor(nn.Module):
+    """One fc layer to every mask logit: Tensor[R, hidden] -> Tensor[R, num_classes, size, size]."""
+
+    def __init__(self, hidden: int, num_classes: int, size: int = 28):
+        super().__init__()
+        self.num_classes, self.size = num_classes, size
+        self.logits = nn.Linear(hidden, num_classes * size * size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits(x).view(len(x), self.num_classes, self.size, self.size)
