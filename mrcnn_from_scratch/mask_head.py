@@ -65,18 +65,24 @@ def mask_targets(gt_masks: Tensor, boxes: Tensor, matched_gt: Tensor, size: int)
 
 
 def masks_of_labels(mask_logits: Tensor, labels: list[Tensor], softmax: bool = False) -> list[Tensor]:
-    """Inference: each detection's own class channel as a probability, the sigmoid of that channel (or,
-    with softmax=True, for a head trained with the softmax loss, that channel's share of the softmax over
-    all channels).
+    """Inference: a probability map from each detection's own class channel, the sigmoid of that channel.
+
+    With softmax=True (a head trained with the softmax loss, where the channels compete), a pixel belongs
+    to the class that wins its argmax. The map is then sigmoid(own logit - the strongest other logit):
+    the class's share of the softmax against its strongest rival, which crosses 0.5 exactly where the
+    class wins, and keeps soft edges for pasting. With one class (K = 2) it is the softmax itself.
 
     mask_logits: Tensor[D, K, 28, 28]; labels: per image Tensor[D_i]. Returns per image Tensor[D_i, 1, 28, 28].
     """
     all_labels = torch.cat(labels)
     rows = torch.arange(len(all_labels), device=all_labels.device)
+    own = mask_logits[rows, all_labels]
     if softmax:
-        probabilities = mask_logits.softmax(dim=1)[rows, all_labels]
+        others = mask_logits.clone()
+        others[rows, all_labels] = float("-inf")
+        probabilities = (own - others.amax(dim=1)).sigmoid()
     else:
-        probabilities = mask_logits[rows, all_labels].sigmoid()
+        probabilities = own.sigmoid()
     return list(probabilities[:, None].split([len(l) for l in labels]))
 
 

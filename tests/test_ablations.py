@@ -105,13 +105,21 @@ def test_with_one_class_the_softmax_loss_is_the_sigmoid_loss_of_the_logit_differ
                                maskrcnn_loss(difference, targets, torch.zeros(5, dtype=torch.int64)))
 
 
-def test_softmax_masks_are_the_class_channels_share():
+def test_a_softmax_mask_is_where_its_class_wins_the_argmax():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 4, 28, 28, generator=gen)
     labels = [torch.tensor([1, 3]), torch.tensor([2])]
-    masks = torch.cat(masks_of_labels(logits, labels, softmax=True))
-    expected = torch.stack([F.softmax(logits[i], dim=0)[label] for i, label in enumerate([1, 3, 2])])[:, None]
-    torch.testing.assert_close(masks, expected)
+    masks = torch.cat(masks_of_labels(logits, labels, softmax=True))[:, 0]
+    assert torch.equal(masks > 0.5, logits.argmax(dim=1) == torch.tensor([1, 3, 2])[:, None, None])
+    # The class's softmax share against its strongest rival: p_c / (p_c + max of the other p_k).
+    p = F.softmax(logits, dim=1)
+    own = p[torch.arange(3), torch.tensor([1, 3, 2])]
+    rival = torch.stack([torch.cat([p[i, :c], p[i, c + 1:]]).amax(dim=0) for i, c in enumerate([1, 3, 2])])
+    torch.testing.assert_close(masks, own / (own + rival))
+    # With one class (background and the class) it is the softmax itself.
+    two = torch.randn(2, 2, 28, 28, generator=gen)
+    torch.testing.assert_close(torch.cat(masks_of_labels(two, [torch.tensor([1, 1])], softmax=True))[:, 0],
+                               F.softmax(two, dim=1)[:, 1])
 
 
 def test_the_mlp_head_predicts_a_mask_per_class_and_roi():
