@@ -17,6 +17,7 @@ from .ch07 import check_class_masks, check_mask_targets, check_paste_mask, check
 from .ch08 import check_mask_loss_grad, check_maskrcnn_loss, check_smooth_l1, check_total_loss
 from .ch09 import check_boxes_to_original, check_iterations_for, check_scaled_lr, check_training_step, check_warmup_cosine
 from .ch10 import check_interpolated_ap, check_mask_iou, check_match_detections, check_precision_recall_at
+from .ch11 import check_gap, check_rounding_shift, check_softmax_pixel_gradient
 from .ch12 import check_class_specific_keys, check_instances_from_mask, check_level_histogram, check_split_images
 from .ch13 import check_chain_rounds, check_greedy_keep, check_loop_syncs
 
@@ -34,5 +35,6 @@ __all__ += ["check_mask_loss_grad", "check_maskrcnn_loss", "check_smooth_l1", "c
 __all__ += ["check_boxes_to_original", "check_iterations_for", "check_scaled_lr", "check_training_step"]
 __all__ += ["check_warmup_cosine"]
 __all__ += ["check_interpolated_ap", "check_mask_iou", "check_match_detections", "check_precision_recall_at"]
+__all__ += ["check_gap", "check_rounding_shift", "check_softmax_pixel_gradient"]
 __all__ += ["check_class_specific_keys", "check_instances_from_mask", "check_level_histogram", "check_split_images"]
 __all__ += ["check_chain_rounds", "check_greedy_keep", "check_loop_syncs"]
