@@ -70,6 +70,7 @@ def variants_named(names: list[str]) -> list[Variant]:
 def run_ablations(data: str | Path, out: str | Path, variants: list[Variant], seeds: int, iters: int, jobs: int = 1,
                   progress: bool = True) -> dict:
     """Train every (variant, seed) not done yet, `jobs` at a time; write and return OUT/ablations.json.
+    `progress`: a progress bar, and a line for each finished run.
 
     A variant is measured against its reference (`compare_to`, one of VARIANTS), which is trained too.
     """
@@ -92,8 +93,9 @@ def run_ablations(data: str | Path, out: str | Path, variants: list[Variant], se
                 tqdm.write(str(error))
             else:
                 results.append(result)
-                tqdm.write(f"{name} seed {seed}: mask AP {result['metrics']['segm.AP']:.3f}, box AP "
-                           f"{result['metrics']['bbox.AP']:.3f} ({result['wall_seconds']:.0f} s)")
+                if progress:
+                    tqdm.write(f"{name} seed {seed}: mask AP {result['metrics']['segm.AP']:.3f}, box AP "
+                               f"{result['metrics']['bbox.AP']:.3f} ({result['wall_seconds']:.0f} s)")
             bar.update()
     bar.close()
     order = [v.name for v in needed]
