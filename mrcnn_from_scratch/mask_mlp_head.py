@@ -5,22 +5,10 @@ predicts all K·28·28 mask logits at once. Flattening throws the grid away: eve
 own weights to every input cell, so the head must learn from data what the FCN has built in, that a
 pixel's mask depends mostly on the features next to it. It also has far more weights to learn.
 
-Same interface as MaskHead + MaskPredictor, so RoIHeads takes either.
+The two hidden layers are the box head's TwoMLPHead (box_head.py), with a 14 × 14 input; this file adds the
+predictor. Same interface as MaskHead + MaskPredictor, so RoIHeads takes either.
 """
-import torch
 from torch import Tensor, nn
-
-
-class MaskMLPHead(nn.Module):
-    """Flatten, fc + ReLU, fc + ReLU: Tensor[R, C, 14, 14] -> Tensor[R, hidden]."""
-
-    def __init__(self, in_features: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.relu(self.fc2(torch.relu(self.fc1(x.flatten(start_dim=1)))))
 
 
 class MaskMLPPredictor(nn.Module):

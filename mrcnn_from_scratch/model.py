@@ -12,7 +12,7 @@ from .checks import check_inputs
 from .config import MaskRCNNConfig
 from .fpn import BackboneWithFPN
 from .mask_head import MaskHead, MaskPredictor
-from .mask_mlp_head import MaskMLPHead, MaskMLPPredictor
+from .mask_mlp_head import MaskMLPPredictor
 from .poolers import MultiScaleRoIAlign
 from .roi_heads import RoIHeads
 from .rpn import RegionProposalNetwork, RPNHead
@@ -48,7 +48,7 @@ class MaskRCNN(nn.Module):
         fixed_level = None if c.roi_level == "fpn" else int(c.roi_level[1:])  # "P5" -> 5
         mask_classes = 1 if c.class_agnostic_mask else c.num_classes
         if c.mask_head == "mlp":
-            mask_head = MaskMLPHead(c.fpn_channels * 14 * 14, c.box_representation_size)
+            mask_head = TwoMLPHead(c.fpn_channels * 14 * 14, c.box_representation_size)
             mask_predictor = MaskMLPPredictor(c.box_representation_size, mask_classes)
         else:
             mask_head = MaskHead(c.fpn_channels, c.mask_channels)

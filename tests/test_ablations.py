@@ -16,7 +16,8 @@ from mrcnn_from_scratch.config import CHOICES, MaskRCNNConfig, small_config
 from mrcnn_from_scratch.engine.checkpoint import model_from_checkpoint
 from mrcnn_from_scratch.losses import maskrcnn_loss, maskrcnn_softmax_loss
 from mrcnn_from_scratch.mask_head import masks_of_labels
-from mrcnn_from_scratch.mask_mlp_head import MaskMLPHead, MaskMLPPredictor
+from mrcnn_from_scratch.box_head import TwoMLPHead
+from mrcnn_from_scratch.mask_mlp_head import MaskMLPPredictor
 from mrcnn_from_scratch.model import MaskRCNN
 from mrcnn_from_scratch.poolers import MultiScaleRoIAlign, box_levels
 
@@ -123,7 +124,7 @@ def test_a_softmax_mask_is_where_its_class_wins_the_argmax():
 
 
 def test_the_mlp_head_predicts_a_mask_per_class_and_roi():
-    head, predictor = MaskMLPHead(16 * 14 * 14, 32), MaskMLPPredictor(32, num_classes=5)
+    head, predictor = TwoMLPHead(16 * 14 * 14, 32), MaskMLPPredictor(32, num_classes=5)
     assert predictor(head(torch.rand(7, 16, 14, 14))).shape == (7, 5, 28, 28)
     assert predictor(head(torch.rand(0, 16, 14, 14))).shape == (0, 5, 28, 28)
 
@@ -169,7 +170,7 @@ def test_a_checkpoint_keeps_its_switches(shapes, tmp_path):
     model = model_from_checkpoint(run / "last.pt")
     config = model.config
     assert (config.roi_op, config.roi_level, config.mask_head, config.class_agnostic_mask) == ("pool", "P4", "mlp", True)
-    assert isinstance(model.roi_heads.mask_head, MaskMLPHead)
+    assert isinstance(model.roi_heads.mask_predictor, MaskMLPPredictor)
     assert model.roi_heads.mask_roi_pool.fixed_level == 4
 
 
