@@ -63,13 +63,15 @@ def markdown_table(summary: dict, variants: list[Variant]) -> str:
         cells = [f"`{name}`", str(len(row["seeds"]))]
         for metric in METRICS:
             untrained = variant.overrides.get("mask_loss") == "none" and metric.startswith("segm")
-            cells.append("untrained" if untrained else f"{100 * row[metric]['mean']:.1f} ± {100 * row[metric]['std']:.1f}")
+            mean, std = 100 * row[metric]["mean"], 100 * row[metric]["std"]
+            cells.append("untrained" if untrained else f"{mean:.1f} ± {std:.1f}")
         comparison = row.get("comparison")
         if comparison is None:
             cells += ["—", "—", _paper_cell(variant), "reference"]
         else:
+            sigmas = "—" if comparison["sigmas"] is None else f"{comparison['sigmas']:+.1f}"
             cells += [f"{comparison['gap']:+.1f} {LABELS[comparison['metric']]} (vs `{comparison['reference']}`)",
-                      "—" if comparison["sigmas"] is None else f"{comparison['sigmas']:+.1f}", _paper_cell(variant), _reading(comparison)]
+                      sigmas, _paper_cell(variant), _reading(comparison)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,7 @@ import torchvision
 from conftest import TINY
 from mrcnn_from_scratch.__main__ import main as cli
 from mrcnn_from_scratch.ablate import run_ablations, variants_named
-from mrcnn_from_scratch.ablation_table import compare, summarize
+from mrcnn_from_scratch.ablation_table import compare, markdown_table, summarize
 from mrcnn_from_scratch.ablation_variants import VARIANTS, Variant
 from mrcnn_from_scratch.config import CHOICES, MaskRCNNConfig, small_config
 from mrcnn_from_scratch.engine.checkpoint import model_from_checkpoint
@@ -205,3 +205,19 @@ def test_the_runner_refuses_an_unknown_variant():
     with pytest.raises(ValueError, match="known: baseline"):
         variants_named(["roipool", "roiwarp"])
     assert [v.name for v in variants_named(["softmax", "baseline"])] == ["baseline", "softmax"]
+
+
+def test_the_table_marks_untrained_masks_and_gaps_within_the_spread():
+    def run(variant, seed, mask, box):
+        return {"variant": variant, "seed": seed, "metrics": {"segm.AP": mask, "segm.AP50": mask, "segm.AP75": mask,
+                                                             "bbox.AP": box}}
+    results = [run("baseline", s, m, b) for s, (m, b) in enumerate([(0.50, 0.52), (0.53, 0.50), (0.49, 0.51)])]
+    results += [run("no_mask_loss", s, 0.01, b) for s, b in enumerate([0.50, 0.51, 0.50])]
+    results += [run("softmax", s, m, 0.5) for s, m in enumerate([0.30, 0.31, 0.29])]
+    variants = [VARIANTS[name] for name in ("baseline", "softmax", "no_mask_loss")]
+    table = markdown_table(summarize(results, variants), variants)
+    rows = {line.split(" | ")[0].strip("| `"): line for line in table.splitlines()[2:]}
+    assert rows["no_mask_loss"].count("untrained") == 3 and "-0.7 box AP" in rows["no_mask_loss"]
+    assert "gap smaller than the seeds' spread" in rows["no_mask_loss"]
+    assert "-20.7 mask AP (vs `baseline`)" in rows["softmax"] and "paper's direction" in rows["softmax"]
+    assert "smaller than" not in rows["softmax"] and "50.7 ± 2.1" in rows["baseline"]
