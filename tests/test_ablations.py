@@ -10,7 +10,7 @@ import torchvision
 from conftest import TINY
 from mrcnn_from_scratch.__main__ import main as cli
 from mrcnn_from_scratch.ablate import run_ablations, variants_named
-from mrcnn_from_scratch.ablation_table import compare, markdown_table, summarize
+from mrcnn_from_scratch.ablation_table import compare, markdown_table, mask_minus_box, summarize
 from mrcnn_from_scratch.ablation_variants import VARIANTS, Variant
 from mrcnn_from_scratch.config import CHOICES, MaskRCNNConfig, small_config
 from mrcnn_from_scratch.engine.checkpoint import model_from_checkpoint
@@ -221,3 +221,6 @@ def test_the_table_marks_untrained_masks_and_gaps_within_the_spread():
     assert "gap smaller than the seeds' spread" in rows["no_mask_loss"]
     assert "-20.7 mask AP (vs `baseline`)" in rows["softmax"] and "paper's direction" in rows["softmax"]
     assert "smaller than" not in rows["softmax"] and "50.7 ± 2.1" in rows["baseline"]
+    differences = mask_minus_box(results, variants)
+    assert set(differences) == {"baseline", "softmax"}  # no_mask_loss's masks are untrained
+    assert differences["softmax"] == pytest.approx((-20.0, 1.0))
