@@ -68,9 +68,9 @@ def variants_named(names: list[str]) -> list[Variant]:
 
 
 def run_ablations(data: str | Path, out: str | Path, variants: list[Variant], seeds: int, iters: int, jobs: int = 1,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, command: str | None = None) -> dict:
     """Train every (variant, seed) not done yet, `jobs` at a time; write and return OUT/ablations.json.
-    `progress`: a progress bar, and a line for each finished run.
+    `progress`: a progress bar, and a line for each finished run; `command`: the command line, to record.
 
     A variant is measured against its reference (`compare_to`, one of VARIANTS), which is trained too.
     """
@@ -101,7 +101,7 @@ def run_ablations(data: str | Path, out: str | Path, variants: list[Variant], se
     order = [v.name for v in needed]
     results.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
     summary = summarize(results, needed)
-    report = {"command": " ".join(sys.argv), "data": str(data), "seeds": seeds, "iters": iters, "jobs": jobs,
+    report = {"command": command, "data": str(data), "seeds": seeds, "iters": iters, "jobs": jobs,
               "wall_seconds_this_call": round(time.perf_counter() - started, 1),
               "run_wall_seconds_total": round(sum(r["wall_seconds"] for r in results), 1),
               "runs": results, "summary": summary}
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--seeds, --iters and --jobs must be at least 1")
     try:
         variants = variants_named(args.only)
-        report = run_ablations(args.data, args.out, variants, args.seeds, args.iters, args.jobs)
+        command = " ".join(["python -m mrcnn_from_scratch.ablate", *(argv if argv is not None else sys.argv[1:])])
+        report = run_ablations(args.data, args.out, variants, args.seeds, args.iters, args.jobs, command=command)
     except (ValueError, RuntimeError) as error:
         sys.exit(f"error: {error}")
     print(markdown_table(report["summary"], variants))

@@ -9,6 +9,7 @@ import torchvision
 
 from conftest import TINY
 from mrcnn_from_scratch.__main__ import main as cli
+from mrcnn_from_scratch.ablate import main as ablate_main
 from mrcnn_from_scratch.ablate import run_ablations, variants_named
 from mrcnn_from_scratch.ablation_table import compare, markdown_table, mask_minus_box, summarize
 from mrcnn_from_scratch.ablation_variants import VARIANTS, Variant
@@ -224,3 +225,16 @@ def test_the_table_marks_untrained_masks_and_gaps_within_the_spread():
     differences = mask_minus_box(results, variants)
     assert set(differences) == {"baseline", "softmax"}  # no_mask_loss's masks are untrained
     assert differences["softmax"] == pytest.approx((-20.0, 1.0))
+
+
+def test_the_command_line_runs_a_variant_and_records_its_command(shapes, tmp_path, capsys):
+    ablate_main(["--data", str(shapes), "--out", str(tmp_path), "--only", "baseline", "--seeds", "1", "--iters", "1"])
+    report = json.loads((tmp_path / "ablations.json").read_text())
+    assert report["command"] == (f"python -m mrcnn_from_scratch.ablate --data {shapes} --out {tmp_path} --only baseline "
+                                 "--seeds 1 --iters 1")
+    assert [r["variant"] for r in report["runs"]] == ["baseline"] and "| `baseline` | 1 |" in capsys.readouterr().out
+
+
+def test_the_command_line_names_the_known_variants(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="unknown variant roiwarp .known: baseline, roipool"):
+        ablate_main(["--data", str(tmp_path), "--out", str(tmp_path), "--only", "roiwarp"])
