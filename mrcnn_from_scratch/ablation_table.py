@@ -72,6 +72,7 @@ def compare(ours: dict, reference: dict, variant: Variant) -> dict:
 def markdown_table(summary: dict, variants: list[Variant]) -> str:
     """The table of docs/ablations.md: mean ± std over seeds (AP × 100), then the comparison."""
     by_name = {v.name: v for v in variants}
+    references = {v.compare_to for v in variants}
     header = ["variant", "seeds", *(LABELS[m] for m in METRICS), "gap (vs)", "σ of gap", "paper", "reading"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in summary.items():
@@ -83,7 +84,7 @@ def markdown_table(summary: dict, variants: list[Variant]) -> str:
             cells.append("untrained" if untrained else f"{mean:.1f} ± {std:.1f}")
         comparison = row.get("comparison")
         if comparison is None:
-            cells += ["—", "—", _paper_cell(variant), "reference"]
+            cells += ["—", "—", _paper_cell(variant), "reference" if name in references else "—"]
         else:
             sigmas = "—" if comparison["sigmas"] is None else f"{comparison['sigmas']:+.1f}"
             cells += [f"{comparison['gap']:+.1f} {LABELS[comparison['metric']]} (vs `{comparison['reference']}`)",
