@@ -2,6 +2,7 @@
 with two CPU processes (gloo)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -19,6 +20,10 @@ TINY_SET = ["--set", "min_size=64", "max_size=64", "width=8", "fpn_channels=16",
             "mask_channels=16"]
 
 
+# What a rank prints when it aborts in C++ while tearing down (std::terminate on a joinable thread).
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 @pytest.fixture(scope="module")
 def ddp_run(shapes, tmp_path_factory):
     """2 iterations by 2 processes under torchrun, one image each per step; returns (run, stdout)."""
@@ -29,6 +34,12 @@ def ddp_run(shapes, tmp_path_factory):
     # One thread per process: two processes on a small machine must not fight over its cores.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    if result.returncode != 0 and TEARDOWN_ABORT in result.stderr:
+        # Seen once in many runs (2026-12-02, CI on a fresh clone): a rank aborted in C++ after the last step,
+        # with no Python error, and passed on the next run. One retry, from scratch, for that signature only.
+        shutil.rmtree(run)
+        run.mkdir()
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return run, result.stdout
 
