@@ -61,8 +61,12 @@ def test_two_machines_one_dies_the_other_stops_and_resume_finishes(shapes, tmp_p
     codes = [launcher.wait(timeout=WAIT) for launcher in launchers]  # both stop, in bounded time
     assert codes[0] != 0 and codes[1] != 0
     survivor = logs[0].read_text()
-    assert "another process of this run stopped" in survivor, survivor[-3000:]
-    assert "train --resume continues from the last checkpoint" in survivor
+    # Whichever comes first: the collective that finds its partner gone, torchrun's SIGTERM, or, when the
+    # rendezvous store lived on the machine that went away, the survivor's torchrun losing the store.
+    ours = ("another process of this run stopped", "stopped by torchrun (SIGTERM)")
+    assert any(line in survivor for line in (*ours, "Did the remote server shutdown or crash?")), survivor[-3000:]
+    if any(line in survivor for line in ours):
+        assert "train --resume continues from the last checkpoint" in survivor
     stopped_at = load_checkpoint(run / "last.pt")["iteration"]
     assert stopped_at < ITERS
 
