@@ -6,13 +6,19 @@ same formula operation by operation as torchvision (or pick one of its input val
 bit for bit; roi_align sums its samples in another order, so it is held to torchvision's own float32
 error against the float64 truth (assert_as_accurate_as).
 
-The examples are derandomized (the same ones on every run, no example database), and few, so that the
-module runs in seconds and CI is deterministic.
+The examples are derandomized (the same ones on every run, no example database), so that CI is
+deterministic, and few, so that the module runs in seconds; NMS, a discrete choice that is cheap on small
+inputs, gets 400, on boxes of small integers built to hit its edge cases.
 """
+import itertools
+import math
+import struct
+from collections import Counter
+
 import pytest
 import torch
 import torchvision
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 
@@ -73,21 +79,146 @@ def test_box_coder(data, weights):
                 theirs.decode_single(deltas.reshape(count, 4), references))
 
 
-@EXAMPLES
-@given(data=st.data(), threshold=st.sampled_from([0.0, 0.3, 0.5, 0.7, 1.0]))
-def test_nms_and_batched_nms(data, threshold):
-    candidates = data.draw(boxes(count=st.integers(0, 15), limit=20))  # small: boxes overlap often
-    n = len(candidates)
-    scores = torch.tensor(data.draw(st.lists(st.floats(0, 1, width=32), min_size=n, max_size=n, unique=True)),
-                          dtype=torch.float32)
-    # Ties in score, or an IoU within float32's reach of the threshold, make the greedy choice depend on
-    # rounding or sort order: the comparison is only meaningful without them.
-    iou = torchvision.ops.box_iou(candidates.double(), candidates.double())
-    assume(not ((iou - threshold).abs() < 1e-5).any())
-    assert torch.equal(ops.nms(candidates, scores, threshold), torchvision.ops.nms(candidates, scores, threshold))
-    groups = torch.tensor(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), dtype=torch.int64)
-    assert torch.equal(ops.batched_nms(candidates, scores, groups, threshold),
-                       torchvision.ops.batched_nms(candidates, scores, groups, threshold))
+# NMS is a discrete choice, so its examples are small integer boxes: they overlap often, their IoUs are
+# exact ratios that land on the threshold, and tied scores make the order of equals matter. Many examples,
+# each cheap; NMS_SEEN sums what they exercised and test_nms_examples_are_not_vacuous checks it.
+NMS_EXAMPLES = settings(EXAMPLES, max_examples=400)
+NMS_SEEN: Counter = Counter()
+# Thresholds that integer boxes hit exactly: float32 rounds 0.3, 0.4, 0.6, 0.8 and 1/3 up, 0.7 down, and
+# holds 0.25, 0.5 and 1.0 exactly. Then any ratio of small integers, and any float.
+THRESHOLDS = (st.sampled_from([0.0, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0])
+              | st.tuples(st.integers(0, 12), st.integers(1, 12)).map(lambda pq: min(1.0, pq[0] / pq[1]))
+              | st.floats(0, 1))
+
+
+def float32(value: float) -> float:
+    """`value` rounded to the nearest float32, as a Python float."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def iou32(a: list[int], b: list[int]) -> float:
+    """The float32 IoU of two boxes of small integers, as torchvision's kernel computes it: areas,
+    intersection and union are exact integers, so only the division rounds, once. (Rounding the float64
+    quotient to float32 is that one rounding: float64 carries more than 2 × 24 + 2 bits.) 0/0 is NaN."""
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float32(inter / union) if union else math.nan
+
+
+def above_in_float64(iou: float, threshold: float) -> bool:
+    """torchvision's CPU kernel: `ovr > iou_threshold`, a float32 IoU against a C++ double."""
+    return iou > threshold
+
+
+def reference_nms(ious: list[list[float]], scores: list[float], threshold: float, above=above_in_float64,
+                  one_shot: bool = False, ties_reversed: bool = False) -> list[int]:
+    """The textbook loop over the boxes' float32 IoUs `ious` (iou32 of every pair): by decreasing score
+    (ties in input order), keep a box unless a kept box overlaps it above the threshold. The keywords
+    give the wrong variants that the vacuity check counts: `above` another comparison, `one_shot` drops a
+    box that any better box overlaps, kept or not, `ties_reversed` puts tied scores in reverse order."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], -i if ties_reversed else i))
+    kept: list[int] = []
+    for rank, j in enumerate(order):
+        judges = order[:rank] if one_shot else kept
+        if not any(above(ious[i][j], threshold) for i in judges):
+            kept.append(j)
+    return kept
+
+
+def reference_batched_nms(ious, scores, groups, threshold) -> list[int]:
+    """reference_nms within each group, then all kept boxes by decreasing score, ties in input order."""
+    cross_group = [[iou if groups[i] == groups[j] else 0.0 for j, iou in enumerate(row)] for i, row in enumerate(ious)]
+    return sorted(reference_nms(cross_group, scores, threshold), key=lambda i: (-scores[i], i))
+
+
+SIZES = [0] + [1, 2, 3, 4, 5, 6] * 2  # a box side: empty 1 time in 13
+
+
+@st.composite
+def nms_inputs(draw):
+    """Up to 16 boxes [x1, y1, x2, y2] of integers in [0, 12] (corners 0 to 6, sides 0 to 6, empty boxes
+    included), their float32 scores and groups (0, 1 or 2). Scores take 3 or 8 values, so that ties are
+    common, or about a million. One draw per box, which Hypothesis shrinks towards [0, 0, 0, 0]: drawing
+    each number apart made the examples several times slower."""
+    levels = draw(st.sampled_from([3, 8, 2**20]))
+    rows, scores, groups = [], [], []
+    for _ in range(draw(st.integers(0, 16))):
+        code = draw(st.integers(0, 2**48))
+        code, x = divmod(code, 7)
+        code, y = divmod(code, 7)
+        code, w = divmod(code, 13)
+        code, h = divmod(code, 13)
+        code, group = divmod(code, 3)
+        rows.append([x, y, x + SIZES[w], y + SIZES[h]])
+        groups.append(group)
+        scores.append(float32((code % levels + 1) / levels))
+    return rows, scores, groups
+
+
+def exact_ious(rows: list[list[int]]) -> list[float]:
+    """The IoUs of this example's pairs, as float64 ratios: thresholds that its pairs sit exactly on."""
+    found = set()
+    for a, b in itertools.combinations(rows, 2):
+        inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        if union:
+            found.add(inter / union)
+    return sorted(found)
+
+
+@NMS_EXAMPLES
+@given(data=st.data())
+def test_nms_and_batched_nms(data):
+    """Catches any NMS that is not torchvision's greedy one where a wrong one differs: a one-shot
+    suppression, `>=` for `>`, the threshold compared in float32 (keeps a box at IoU exactly 0.3 that
+    torchvision drops), tied scores taken in another order, groups that suppress each other."""
+    rows, score_list, groups = data.draw(nms_inputs())
+    ious = exact_ious(rows)
+    # Half the time the threshold is one of this example's own IoUs: the pair sits exactly on it.
+    threshold = data.draw(st.sampled_from(ious) | THRESHOLDS if ious else THRESHOLDS)
+    candidates = torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
+    scores = torch.tensor(score_list, dtype=torch.float32)
+    groups_tensor = torch.tensor(groups, dtype=torch.int64)
+    pairs = [[iou32(a, b) for b in rows] for a in rows]
+
+    expected = reference_nms(pairs, score_list, threshold)
+    assert ops.nms(candidates, scores, threshold).tolist() == expected
+    assert torchvision.ops.nms(candidates, scores, threshold).tolist() == expected  # the reference is right
+    expected_batched = reference_batched_nms(pairs, score_list, groups, threshold)
+    assert ops.batched_nms(candidates, scores, groups_tensor, threshold).tolist() == expected_batched
+    assert torchvision.ops.batched_nms(candidates, scores, groups_tensor, threshold).tolist() == expected_batched
+
+    # What this example exercised: suppressions, and where each wrong variant would have been caught.
+    NMS_SEEN["examples"] += 1
+    NMS_SEEN["boxes"] += len(rows)
+    NMS_SEEN["suppressed boxes"] += len(rows) - len(expected)
+    rank = {box: r for r, box in enumerate(sorted(range(len(rows)), key=lambda i: (-score_list[i], i)))}
+    NMS_SEEN["suppressing pairs"] += sum(rank[i] < rank[j] and above_in_float64(pairs[i][j], threshold)
+                                         for i in expected for j in set(range(len(rows))) - set(expected))
+    NMS_SEEN["examples where ignoring groups differs"] += sorted(expected_batched) != sorted(expected)
+    wrong_variants = {
+        "one-shot": reference_nms(pairs, score_list, threshold, one_shot=True),
+        ">=": reference_nms(pairs, score_list, threshold, above=lambda iou, t: iou >= t),
+        "float32 comparison": reference_nms(pairs, score_list, threshold, above=lambda iou, t: iou > float32(t)),
+        "ties reversed": reference_nms(pairs, score_list, threshold, ties_reversed=True),
+    }
+    for name, keep in wrong_variants.items():
+        NMS_SEEN[f"examples where {name} keeps other boxes"] += sorted(keep) != sorted(expected)
+
+
+def test_nms_examples_are_not_vacuous():
+    """Catches a property test that passes whatever NMS does: examples that suppress nothing, or that
+    never separate greedy NMS from a one-shot one, `>=` from `>`, the float32 from the float64 threshold,
+    or input order from reversed order among tied scores."""
+    if NMS_SEEN["examples"] < NMS_EXAMPLES.max_examples:  # the property test did not run here (-k, xdist)
+        NMS_SEEN.clear()
+        test_nms_and_batched_nms()
+    seen = dict(NMS_SEEN)
+    assert seen["examples"] >= 300, seen
+    assert seen["suppressed boxes"] >= 300, seen
+    for name in ["one-shot", ">=", "float32 comparison", "ties reversed"]:
+        assert seen[f"examples where {name} keeps other boxes"] >= 10, seen
+    assert seen["examples where ignoring groups differs"] >= 10, seen
 
 
 @st.composite

@@ -10,7 +10,20 @@ makes the host wait for the GPU. The loop of chapter 01 does both once per box. 
    settled. A round is a handful of operations on the edge list, whatever the number of boxes;
 3. the host checks for convergence after 8 rounds, then 16 more, 32 more, ...: one or two reads per
    call, where a check every round would cost one read per round.
+
+At the threshold. "Overlaps above the threshold" means torchvision's CPU kernel, on every device:
+`if (ovr > iou_threshold)` in torchvision/csrc/ops/cpu/nms_kernel.cpp, where `ovr` is the IoU in the
+boxes' dtype and `iou_threshold` a C++ double, so a float32 IoU is widened and compared in float64. A
+float32 tensor compared with a Python float is compared in float32 instead: the threshold is rounded to
+the nearest float32 first, and 0.3, 0.4, 0.6 and 0.8 round up. Two integer boxes whose IoU is exactly
+3/10 (areas 10 and 3, one inside the other) have a float32 IoU of 0.30000001, above 0.3 in float64 but
+equal to float32(0.3): torchvision's CPU kernel suppresses the second, a plain float32 comparison keeps
+it. `threshold_in` gives the float32 number that makes the float32 comparison the float64 one.
+torchvision's CUDA kernel (devIoU in cuda/nms_kernel.cu, `const float threshold`) compares in float32
+and keeps such a box: on a GPU ours follows the CPU kernel, not that one.
 """
+from functools import lru_cache
+
 import torch
 from torch import Tensor
 
@@ -20,17 +33,36 @@ from .boxes import box_iou
 FIRST_ROUNDS = 8
 
 
+@lru_cache(maxsize=64)  # a model uses a few thresholds, and NMS runs per image: compute each once
+def threshold_in(dtype: torch.dtype, iou_threshold: float) -> float:
+    """The threshold t for IoUs of `dtype` such that `iou > t`, compared in `dtype`, is exactly
+    `float64(iou) > iou_threshold`, the CPU kernel's test: the largest `dtype` number <= iou_threshold.
+
+    For a float32 IoU x and that t: x > iou_threshold implies x > t, since t <= iou_threshold; and x > t
+    implies x >= the next float32 after t, which is above iou_threshold since t is the largest one below.
+    """
+    if dtype == torch.float64:
+        return iou_threshold
+    nearest = torch.tensor(iou_threshold, dtype=dtype)
+    if nearest.item() > iou_threshold:  # rounded up: take the float32 number just below
+        nearest = torch.nextafter(nearest, torch.tensor(float("-inf"), dtype=dtype))
+    return nearest.item()
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy NMS.
 
     Args:
         boxes: Tensor[N, 4] in (x1, y1, x2, y2).
         scores: Tensor[N].
-        iou_threshold: a box is dropped if its IoU with a kept, higher-scoring box is > this.
+        iou_threshold: a box is dropped if its IoU with a kept, higher-scoring box is > this, the IoU
+            taken in the boxes' dtype and compared in float64, as torchvision's CPU kernel does (module
+            docstring).
 
     Returns:
         Tensor[M] (int64): indices of the kept boxes, in decreasing order of score. Equal scores keep
-        their input order.
+        their input order (a stable sort, as in both of torchvision's kernels): of two tied boxes that
+        overlap, the one with the lower index is kept.
     """
     if boxes.dim() != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must be [N, 4], got {list(boxes.shape)}")
@@ -46,15 +78,17 @@ def overlap_graph(boxes: Tensor, iou_threshold: float) -> Tensor:
     """boxes: Tensor[G, M, 4], each group sorted by decreasing score.
 
     Returns Tensor[G, M, M] bool: [g, i, j] is True when i < j (box i scores higher) and their IoU is
-    > iou_threshold.
+    > iou_threshold (compared as in `nms`).
     """
-    return torch.triu(box_iou(boxes, boxes) > iou_threshold, diagonal=1)
+    iou = box_iou(boxes, boxes)
+    return torch.triu(iou > threshold_in(iou.dtype, iou_threshold), diagonal=1)
 
 
 def overlap_edges(boxes: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor]:
     """The edges of the overlap graph of Tensor[M, 4] boxes sorted by decreasing score.
 
-    Returns first, second: Tensor[E] (int64), the pairs first < second whose IoU is > iou_threshold.
+    Returns first, second: Tensor[E] (int64), the pairs first < second whose IoU is > iou_threshold
+    (compared as in `nms`).
     The IoUs are computed a block of rows at a time, each row only against the boxes after it. A block
     holds about 2^20 values on a CPU, where that fits in its caches, and 2^26 on a GPU, where one large
     block (one host read) is best: one block up to 1024 boxes on a CPU, 8192 on a GPU.
@@ -65,7 +99,8 @@ def overlap_edges(boxes: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor]:
     for start in range(0, len(boxes), rows_per_block):
         rows, later = boxes[start:start + rows_per_block], boxes[start + 1:]
         # Row r is box start + r and column c is box start + 1 + c: keep c >= r, the boxes after it.
-        first, second = torch.triu(box_iou(rows, later) > iou_threshold).nonzero(as_tuple=True)
+        iou = box_iou(rows, later)
+        first, second = torch.triu(iou > threshold_in(iou.dtype, iou_threshold)).nonzero(as_tuple=True)
         firsts.append(first + start)
         seconds.append(second + start + 1)
     if not firsts:
