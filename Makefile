@@ -16,12 +16,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# --durations: what each run costs is printed every time.
 test: setup
-	$(QUICK_ENV) $(PY) -m pytest tests
-	$(QUICK_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env notebooks
+	$(QUICK_ENV) $(PY) -m pytest --durations=25 tests
+	$(QUICK_ENV) $(PY) -m pytest --durations=10 --nbval-lax --nbval-current-env notebooks
 
-# The equivalence tests again under other rounding: thread counts, MKL's and PyTorch's instruction sets,
-# oneDNN on and off (see tests/perturbations.sh). CI runs it after `make test`.
+# The float32 equivalence tests again under other rounding: inputs jittered by a few ulps (8 seeds), the
+# lowest and the AVX2 instruction sets of MKL, PyTorch and oneDNN, oneDNN off (see tests/perturbations.sh).
+# CI runs it after `make test`.
 test-perturbed: setup
 	bash tests/perturbations.sh $(PY)
 

@@ -93,8 +93,8 @@ class RegionProposalNetwork(nn.Module):
         anchors_per_level = [x[0].numel() for x in logits]  # H_l·W_l·A per level
         objectness, deltas = flatten_predictions(logits, deltas)  # [N, total], [N, total, 4]
         boxes = self.box_coder.decode(deltas.detach().reshape(-1, 4), anchors.repeat(len(images), 1))
-        proposals = self.filter_proposals(boxes.view(len(images), -1, 4), objectness.detach(), image_sizes,
-                                          anchors_per_level)
+        proposals, _ = self.filter_proposals(boxes.view(len(images), -1, 4), objectness.detach(), image_sizes,
+                                             anchors_per_level)
         losses = {}
         if self.training:
             if targets is None:
@@ -108,12 +108,13 @@ class RegionProposalNetwork(nn.Module):
         return proposals, losses
 
     def filter_proposals(self, boxes: Tensor, objectness: Tensor, image_sizes: list[tuple[int, int]],
-                         anchors_per_level: list[int]) -> list[Tensor]:
+                         anchors_per_level: list[int]) -> tuple[list[Tensor], list[Tensor]]:
         """boxes: Tensor[N, total, 4] decoded anchors; objectness: Tensor[N, total] logits.
 
         Per level, keep the pre_nms_top_n highest-scoring boxes; then clip them to the image, mark tiny
         boxes and low scores as out, NMS each level of each image separately (all in one batch), and
-        keep the post_nms_top_n best per image. Returns per image Tensor[P_i, 4], best first.
+        keep the post_nms_top_n best per image. Returns per image the proposals Tensor[P_i, 4], best
+        first, and their probabilities Tensor[P_i] (as torchvision's does; the tests compare by them).
         """
         phase = "training" if self.training else "testing"
         top_index, level_sizes, start = [], [], 0
@@ -131,13 +132,15 @@ class RegionProposalNetwork(nn.Module):
         candidates = (widths >= self.min_size) & (heights >= self.min_size) & (probabilities >= self.score_thresh)
         # NMS per level: a box on P2 and one on P5 describe objects of different scale.
         kept, shifted = nms_per_level(boxes, candidates, level_sizes, self.nms_thresh)
-        proposals = []
+        proposals, scores = [], []
         for boxes_i, probabilities_i, kept_i, shifted_i in zip(boxes, probabilities, kept, shifted):
             keep = torch.where(kept_i)[0]
             # The best first: torchvision's order, a stable sort if it shifted the levels apart.
             order = torch.sort(probabilities_i[keep], descending=True, stable=shifted_i).indices
-            proposals.append(boxes_i[keep[order[: self.post_nms_top_n[phase]]]])
-        return proposals
+            best = keep[order[: self.post_nms_top_n[phase]]]
+            proposals.append(boxes_i[best])
+            scores.append(probabilities_i[best])
+        return proposals, scores
 
     def assign_targets(self, anchors: Tensor, targets: list[dict[str, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
         """Label each anchor of each image: 1 object, 0 background, -1 ignored; and its matched GT box.

@@ -1,8 +1,10 @@
 """Shared test inputs: feature maps and boxes that cover the cases RoI ops get wrong.
 
-Set MRCNN_TEST_MKLDNN=0 to run the suite with oneDNN (mkldnn) convolutions switched off: one of the
-perturbations in tests/perturbations.sh that change rounding but not meaning.
+Set MRCNN_TEST_MKLDNN=0 to run the suite with oneDNN (mkldnn) convolutions switched off, and
+MRCNN_JITTER_SEEDS=1,2,... to run every test that takes the `jitter` fixture once per seed on inputs moved
+by a few ulps: two of the perturbations in tests/perturbations.sh that change rounding but not meaning.
 """
+import itertools
 import os
 
 import pytest
@@ -12,6 +14,17 @@ import torch
 def pytest_configure(config):
     if os.environ.get("MRCNN_TEST_MKLDNN") == "0":
         torch.backends.mkldnn.enabled = False
+    config.addinivalue_line("markers", "rounding: a float32 result compared with the float64 truth, which another "
+                                       "CPU rounds differently (tests/perturbations.sh runs these again)")
+
+
+def pytest_collection_modifyitems(items):
+    """The tests that take `jitter` in float32 are the ones whose results another CPU rounds differently: mark
+    them `rounding`. float64 and exact comparisons cannot react to instruction sets or to a few ulps."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "jitter" in getattr(item, "fixturenames", ()) and params.get("dtype") != torch.float64:
+            item.add_marker("rounding")
 
 
 def pytest_report_header(config):
@@ -70,6 +83,39 @@ def shapes(tmp_path_factory):
     out = tmp_path_factory.mktemp("shapes")
     generate_shapes_dataset(out, train=8, val=4, size=64, seed=0, progress=False)
     return out
+
+
+# Seeds of the rounding jitter; by default one run without it.
+JITTER_SEEDS = [int(seed) for seed in os.environ.get("MRCNN_JITTER_SEEDS", "").split(",") if seed.strip()] or [None]
+
+
+def pytest_generate_tests(metafunc):
+    if "jitter" in metafunc.fixturenames:
+        metafunc.parametrize("jitter", JITTER_SEEDS, indirect=True,
+                             ids=[f"jitter{seed}" if seed is not None else "exact" for seed in JITTER_SEEDS])
+
+
+@pytest.fixture
+def jitter(request):
+    """A function that moves a float tensor by a few float32 ulps at random: x · (1 + u · eps), u uniform in
+    [-4, 4], seeded by the test's jitter seed and the call's number (the identity without a seed).
+
+    Every CPU rounds differently, and no list of CPU flags to imitate covers the next one. Moving the
+    inputs by a few ulps changes the last bits of every value downstream, through every code path, as
+    another CPU might: near-ties between scores then fall anywhere, and a comparison that holds only for
+    one machine's roundings fails. Apply it to the float32 inputs before making the float64 truth from them.
+    """
+    seed = request.param
+    if seed is None:
+        return lambda tensor: tensor
+    calls = itertools.count()
+
+    def move(tensor: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + next(calls))
+        u = torch.rand(tensor.shape, generator=gen, dtype=torch.float64) * 8 - 4
+        return (tensor.double() * (1 + u * FLOAT32_EPS)).to(tensor.dtype)
+
+    return move
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def assert_close_per_level(ours, theirs):
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_resnet50_fpn_matches_torchvision(dtype, memory_format):
+def test_resnet50_fpn_matches_torchvision(dtype, memory_format, jitter):
     """channels_last changes which convolution kernels run, and so the rounding, not the meaning."""
     torch.manual_seed(0)
     reference = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).backbone
@@ -60,7 +60,7 @@ def test_resnet50_fpn_matches_torchvision(dtype, memory_format):
     ours = BackboneWithFPN(ResNet(50, norm="frozen_bn"))
     load_torchvision_backbone(ours, reference.state_dict())
     ours = ours.to(dtype)
-    images = padded_batch(dtype).contiguous(memory_format=memory_format)
+    images = jitter(padded_batch(dtype)).contiguous(memory_format=memory_format)
     with torch.no_grad():
         expected, got = reference(images), ours(images)
         truth = copy.deepcopy(reference).double()(images.double()) if dtype == torch.float32 else expected

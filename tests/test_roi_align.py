@@ -21,8 +21,8 @@ def features(seed, dtype, shape=(2, 3, 11, 14)):
 @pytest.mark.parametrize("spatial_scale", [1.0, 1 / 4, 1 / 32])
 @pytest.mark.parametrize("sampling_ratio", [-1, 0, 1, 2])
 @pytest.mark.parametrize("aligned", [False, True])
-def test_matches_torchvision(dtype, spatial_scale, sampling_ratio, aligned):
-    x = features(1, dtype)
+def test_matches_torchvision(dtype, spatial_scale, sampling_ratio, aligned, jitter):
+    x = jitter(features(1, dtype))
     image_size = (x.shape[2] / spatial_scale, x.shape[3] / spatial_scale)
     rois = make_rois(2, n_images=2, image_size=image_size, per_image=20, dtype=dtype)
     for output_size in [(7, 7), (3, 5)]:
@@ -97,8 +97,8 @@ def test_one_image_with_no_boxes_in_a_list():
 
 
 @pytest.mark.parametrize("layout", ["non_contiguous", "channels_last"])
-def test_memory_layouts(layout):
-    x = features(11, torch.float32, shape=(2, 6, 11, 28))
+def test_memory_layouts(layout, jitter):
+    x = jitter(features(11, torch.float32, shape=(2, 6, 11, 28)))
     x = x[:, ::2, :, ::2] if layout == "non_contiguous" else x.contiguous(memory_format=torch.channels_last)
     rois = make_rois(12, n_images=2, image_size=(x.shape[2] * 4, x.shape[3] * 4), per_image=10, dtype=torch.float32)
     ours = roi_align(x, rois, 7, 0.25, 2)

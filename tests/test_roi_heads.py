@@ -17,6 +17,7 @@ from mrcnn_from_scratch.roi_heads import RoIHeads
 from mrcnn_from_scratch.torchvision_weights import rename_torchvision_key
 
 from conftest import assert_as_accurate_as, random_boxes
+from near_ties import assert_detections_as_accurate_as
 
 IMAGE_SIZES = [(300, 451), (317, 333)]
 BATCH = (2, 3, 320, 480)
@@ -93,32 +94,27 @@ def detect(heads, features, proposals, dtype):
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("settings", [{}, {"score_thresh": 0.3, "detections_per_img": 20}])
-def test_eval_detections_match_torchvision(settings, memory_format):
-    """channels_last features change which kernels run, and so the rounding, not the meaning."""
+def test_eval_detections_match_torchvision(settings, memory_format, jitter):
+    """Catches a box, score or mask off, or a detection lost or added. channels_last features change which
+    kernels run, and so the rounding, not the meaning."""
     ours, theirs = make_heads(**settings)
-    features = {k: v.contiguous(memory_format=memory_format) for k, v in pyramid().items()}
-    proposals = proposals_for()
+    features = {k: jitter(v).contiguous(memory_format=memory_format) for k, v in pyramid().items()}
+    proposals = [jitter(p) for p in proposals_for()]
     got, expected = detect(ours, features, proposals, torch.float32), detect(theirs, features, proposals, torch.float32)
     got64, truth = detect(ours, features, proposals, torch.float64), detect(theirs, features, proposals, torch.float64)
-    for a, b, a64, t in zip(got, expected, got64, truth):
-        assert len(b["boxes"]) >= (20 if not settings else 3)
-        # Which RoIs survive (score threshold, NMS, top-k) is discrete: compared exactly. It could differ
-        # only where two scores tie within float32 rounding; the float64 run choosing the same detections
-        # shows that this input has no such near-tie.
-        assert torch.equal(b["labels"], t["labels"]), "the test input has a near-tie: choose another seed"
-        assert torch.equal(a["labels"], b["labels"]) and torch.equal(a64["labels"], t["labels"])
-        # float64: both sides round 2^29 times more finely than float32, so their difference is about
-        # 1e-13 of the values (float32's errors, about 1e-4 of a coordinate, scaled by 2^-29). 1e-9 px and
-        # 1e-10 on probabilities leave a margin of 1,000 and still catch any real bug.
+    for a64, t in zip(got64, truth):
+        assert len(t["boxes"]) >= (20 if not settings else 3)
+        # float64 against float64: both sides round 2^29 times more finely than float32, so their difference
+        # is about 1e-13 of the values (float32's errors, about 1e-4 of a coordinate, scaled by 2^-29): no
+        # near-tie can reorder them. 1e-9 px and 1e-10 on probabilities leave a margin of 1,000 and still
+        # catch any real bug.
+        assert torch.equal(a64["labels"], t["labels"])
         torch.testing.assert_close(a64["boxes"], t["boxes"], atol=1e-9, rtol=0)
         torch.testing.assert_close(a64["scores"], t["scores"], atol=1e-10, rtol=0)
         torch.testing.assert_close(a64["masks"], t["masks"], atol=1e-10, rtol=0)
-        for key in ["boxes", "scores", "masks"]:
-            assert_as_accurate_as(a[key], b[key], t[key], key)
-        # What a learner sees: the mask at p > 0.5. Pixels agree, except where torchvision's probability is
-        # within float32's reach of 0.5 (a pasted mask one pixel off would change whole rows).
-        uncertain = (b["masks"] - 0.5).abs() <= 1e-4
-        assert torch.equal((a["masks"] > 0.5) | uncertain, (b["masks"] > 0.5) | uncertain)
+    # float32: which RoIs survive (score threshold, NMS, top-k) is compared up to near-tied scores, then each
+    # detection's values and its mask at p > 0.5 (a pasted mask one pixel off would change whole rows).
+    assert_detections_as_accurate_as(got, expected, truth, theirs.score_thresh, theirs.detections_per_img)
 
 
 def targets_for(seed=3):
@@ -135,10 +131,11 @@ def targets_for(seed=3):
     return targets
 
 
-def test_training_losses_match_torchvision_with_the_same_seed():
+def test_training_losses_match_torchvision_with_the_same_seed(jitter):
+    """Catches a wrong RoI label, regression target, mask target, sampled RoI or loss."""
     ours, theirs = make_heads()
     ours.train(), theirs.train()
-    features, proposals, targets = pyramid(), proposals_for(), targets_for()
+    features, proposals, targets = {k: jitter(v) for k, v in pyramid().items()}, proposals_for(), targets_for()
     torch.manual_seed(5)
     _, losses = ours(features, proposals, IMAGE_SIZES, targets)
     torch.manual_seed(5)
