@@ -125,9 +125,8 @@ def test_float64_detections_match_torchvision(small_models):
             torch.testing.assert_close(a[key], b[key], atol=1e-8, rtol=0, msg=key)
 
 
-def test_training_losses_match_torchvision_with_the_same_seed(small_models):
-    ours, theirs = (m.train() for m in small_models)
-    images = odd_images()
+def training_targets(images):
+    """Per image {"boxes", "labels", "masks"}: three 40 × 50 boxes in the first image, none in the second."""
     targets = []
     gen = torch.Generator().manual_seed(2)
     for image, count in zip(images, [3, 0]):  # the second image has no objects
@@ -139,6 +138,13 @@ def test_training_losses_match_torchvision_with_the_same_seed(small_models):
         for m, (bx1, by1, bx2, by2) in zip(masks, boxes.int().tolist()):
             m[by1:by2, bx1:bx2] = 1
         targets.append({"boxes": boxes, "labels": torch.randint(1, NUM_CLASSES, (count,), generator=gen), "masks": masks})
+    return targets
+
+
+def test_training_losses_match_torchvision_with_the_same_seed(small_models):
+    ours, theirs = (m.train() for m in small_models)
+    images = odd_images()
+    targets = training_targets(images)
     torch.manual_seed(3)
     losses = ours(images, targets)
     torch.manual_seed(3)
