@@ -1,13 +1,15 @@
 """The model learns, and what it learned transfers.
 
 1. A short training of the small config from random init, on shapes data it has never seen, must reach
-   mask AP50 >= 0.5 on the val split.
+   mask AP50 >= 0.45 on the val split.
 2. Fine-tuned from that shapes model (train --init, new class layers), a model learns another task, the
-   polygons dataset, better than one trained from random weights for the same number of steps.
+   polygons dataset, better than one trained from random weights for the same number of steps, by a
+   mask AP of 0.03.
 
 These are tests of learning, not of speed: they train fixed numbers of iterations and assert only AP.
 An untrained model scores about 0 here, so a broken loss, target, sampler, optimizer step or weight
-loading fails them. The measured numbers and the margins are in the docstrings of the tests.
+loading fails them. Each threshold is about three standard deviations below the mean over five training
+seeds: the numbers are in the docstrings of the tests, and the runs in docs/learning.md.
 """
 import subprocess
 import sys
@@ -39,15 +41,19 @@ def shapes_run(tmp_path_factory):
     return root / "run"
 
 
-def test_a_short_training_reaches_mask_ap50_of_one_half(shapes_run):
-    """Measured on a 2-core Xeon: AP50 0.572 with small_config's roi_canonical_scale 112 (2026-12-02) and
-    0.568 with 224 (150 steps of 8 images, the same number of images, reached only 0.442: with this little
-    time, more steps beat bigger ones)."""
+def test_a_short_training_learns_masks_of_unseen_shapes(shapes_run):
+    """Catches a training that learns nothing or too little: a broken loss, target, sampler or optimizer step.
+
+    Measured (2026-12-08, 2-core Intel Xeon, docs/learning.md): mask AP50 0.549, 0.559, 0.570, 0.603, 0.513
+    with training seeds 0 (this test's) to 4: mean 0.559, std 0.033. The threshold 0.45 is about the mean
+    minus 3 std (0.461); an untrained model scores 0.00003. (Earlier, with one run: 0.572 with small_config's
+    roi_canonical_scale 112 and 0.568 with 224; 150 steps of 8 images, the same number of images, reached
+    only 0.442: with this little time, more steps beat bigger ones.)"""
     validation = final_validation(shapes_run)
     assert validation["iteration"] == ITERATIONS
     print(f"after {ITERATIONS} iterations ({load_checkpoint(shapes_run / 'last.pt')['train_seconds']:.0f} s of "
           f"training): mask AP50 {validation['segm.AP50']:.3f}, mask AP {validation['segm.AP']:.3f}")
-    assert validation["segm.AP50"] >= 0.5
+    assert validation["segm.AP50"] >= 0.45
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +66,18 @@ def polygons(tmp_path_factory):
 
 
 def test_fine_tuning_from_shapes_beats_random_weights(shapes_run, polygons, tmp_path):
-    """The same 100 steps of 4 images on 50 polygon images, at the same rate (AdamW 1e-3).
+    """The same 100 steps of 4 images on 50 polygon images, at the same rate (AdamW 1e-3). Catches a fine-tuning
+    that loads nothing useful (wrong keys, re-made layers that should be kept): it scores as the random start.
 
-    Measured (2026-12-02, one run): mask AP 0.252 fine-tuned, 0.082 from random weights; box AP 0.243 and
-    0.081. The test asks for half that margin, 0.08, since one run's spread is unknown; a fine-tuning
-    that loaded nothing useful would score as the random start."""
+    Measured (2026-12-08, 2-core Intel Xeon, docs/learning.md) with training seeds 0 (this test's) to 4, each
+    for the shapes run and both polygon runs: mask AP 0.179, 0.216, 0.210, 0.250, 0.192 fine-tuned and 0.089,
+    0.087, 0.108, 0.106, 0.107 from random weights, margins 0.090, 0.129, 0.101, 0.144, 0.085: mean 0.110,
+    std 0.026. The threshold 0.03 is about the mean minus 3 std (0.033), and 3 times the spread of the random
+    start's AP (std 0.011). (One run on 2026-12-02, with that day's code: 0.252 and 0.082.)"""
     common = {"data": polygons, "iters": FINE_TUNING_ITERATIONS, "workers": 0, "val_every": 0}
     train(TrainOptions(out=tmp_path / "random", config="small", **common))
     train(TrainOptions(out=tmp_path / "fine_tuned", init=str(shapes_run / "last.pt"), **common))
     random, fine_tuned = final_validation(tmp_path / "random"), final_validation(tmp_path / "fine_tuned")
     print(f"after {FINE_TUNING_ITERATIONS} steps on 50 polygon images: mask AP {fine_tuned['segm.AP']:.3f} "
           f"fine-tuned from shapes, {random['segm.AP']:.3f} from random weights")
-    assert fine_tuned["segm.AP"] >= random["segm.AP"] + 0.08
+    assert fine_tuned["segm.AP"] >= random["segm.AP"] + 0.03

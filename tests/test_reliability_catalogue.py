@@ -5,6 +5,7 @@ asserts the exit code and that the message names the culprit (a file, an image i
 option). The last test renders the cases into docs/reliability.md and fails if the committed file differs,
 so the page cannot go stale: MRCNN_WRITE_CATALOGUE=1 writes it instead.
 """
+import ast
 import importlib
 import os
 import re
@@ -81,9 +82,62 @@ def test_a_3x16x2000_image_works():
     OUTCOMES["long"] = ("model", "a 3×16×2000 image (max_size 128)", "model(images)", "works", "")
 
 
+# What running a row's command looks like in a test's code: string constants it passes (a command line) or
+# names it calls. A command not listed here must appear word for word, each word as a constant or a name.
+COMMAND_IN_CODE = {"torchrun": {"torch.distributed.run"},  # torchrun is `python -m torch.distributed.run`
+                   "model(images, targets)": {"check_inputs"}}  # the model's input check, as in the rows above
+
+
+def code_of(tree: ast.Module, test: str) -> list[ast.AST]:
+    """The nodes of the test's definition and of the module's functions it calls, at any depth."""
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    nodes, todo, seen = [], [test], {test}
+    while todo:
+        for node in ast.walk(functions[todo.pop()]):
+            nodes.append(node)
+            if isinstance(node, ast.Name) and node.id in functions and node.id not in seen:
+                seen.add(node.id)
+                todo.append(node.id)
+    return nodes
+
+
+def words_of(nodes: list[ast.AST]) -> set[str]:
+    """The string constants, names and attribute names among `nodes` (not comments)."""
+    return ({node.value for node in nodes if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+            | {node.id for node in nodes if isinstance(node, ast.Name)}
+            | {node.attr for node in nodes if isinstance(node, ast.Attribute)})
+
+
+def skip_marks(function, module) -> list[str]:
+    """The skip and skipif marks that skip this test here (a skipif's condition is a bool by now)."""
+    module_marks = getattr(module, "pytestmark", [])  # a list of marks, or one
+    module_marks = module_marks if isinstance(module_marks, list) else [module_marks]
+    marks = [*getattr(function, "pytestmark", []), *module_marks]
+    marks = [getattr(mark, "mark", mark) for mark in marks]  # a MarkDecorator holds its Mark
+    return [f"{mark.name}: {mark.kwargs.get('reason', '')}" for mark in marks
+            if mark.name == "skip" or (mark.name == "skipif" and any(mark.args))]
+
+
 @pytest.mark.parametrize("name, command, outcome, module, test", OWN_TESTS, ids=[case[0] for case in OWN_TESTS])
 def test_own_test_exists(name, command, outcome, module, test):
-    assert callable(getattr(importlib.import_module(module), test))
+    """The row's test is one that pytest collects and does not skip here, that asserts, and that runs the row's
+    command. Catches a row whose test was renamed or removed, that names a helper or a test of another command,
+    or whose test is skipped on this machine or asserts nothing."""
+    path = Path(__file__).with_name(f"{module}.py")
+    tree = ast.parse(path.read_text(), str(path))
+    defined = [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    assert test.startswith("test") and defined.count(test) == 1, (
+        f"{path.name} has no test {test!r} that pytest collects (its tests: "
+        f"{', '.join(name for name in defined if name.startswith('test'))})")
+    nodes = code_of(tree, test)
+    code = words_of(nodes)
+    assert any(isinstance(node, ast.Assert) for node in nodes) or any(
+        word.startswith(("assert", "raises")) for word in code), f"{test} asserts nothing"
+    loaded = importlib.import_module(module)
+    skipped = skip_marks(getattr(loaded, test), loaded)
+    assert not skipped, f"{test} is skipped here ({'; '.join(skipped)}), so the row is not checked"
+    missing = COMMAND_IN_CODE.get(command, set(command.split())) - code
+    assert not missing, f"{test} does not run `{command}`: its code has no {', '.join(sorted(missing))}"
     OUTCOMES[name] = ("own", name, command, outcome, f"tests/{module}.py")
 
 
