@@ -9,9 +9,10 @@ from torch import nn
 from mrcnn_from_scratch import load_torchvision_weights, maskrcnn_resnet50_fpn
 
 from conftest import assert_as_accurate_as
-from near_ties import assert_detections_as_accurate_as
+from near_ties import assert_detections_as_accurate_as, recorded_proposals
 
 NUM_CLASSES = 7
+PRE_NMS_TOP_N = 1000  # torchvision's default in eval mode, per level
 FLOATS = (torch.float32, torch.float64)
 
 
@@ -80,13 +81,31 @@ def assert_same_detections(got, expected):
         assert a["masks"].shape == b["masks"].shape
 
 
+def detect_from(model, images, dtype, proposals=None):
+    """Like `detect`, and also what its RPN proposed (see `recorded_proposals`); with `proposals`, the RoI
+    heads start from those instead of the RPN's own."""
+    model = copy.deepcopy(model).eval().to(dtype)
+    with torch.no_grad(), recorded_proposals(model.rpn, PRE_NMS_TOP_N, proposals) as proposed:
+        detections = model([image.to(dtype) for image in images])
+    return detections, proposed
+
+
 def test_float32_detections_are_as_accurate_as_torchvision(models, jitter):
-    """Catches any real difference in the detections (a box, score or mask pixel off, a detection lost or
-    added), while two detections whose scores tie within float32 rounding may come in either order: the
-    score threshold, NMS and the top 100 cut by float scores, which round differently on each CPU."""
+    """Catches any real difference in proposals or detections (a box, score or mask pixel off, an item lost or
+    added), while two items whose scores tie within float32 rounding may come in either order: the RPN's
+    best k, NMS, the score threshold and the top 100 cut by float scores, which round differently on each CPU.
+
+    Stage by stage: a near-tie at one of the RPN's cuts hands the RoI heads another proposal, whose detection
+    can have any score. So the proposals are compared first, and then every run detects from the truth's."""
     ours, theirs = models
     images = [jitter(image) for image in odd_images()]
-    got, expected, truth = detect(ours, images, torch.float32), *(detect(theirs, images, d) for d in FLOATS)
+    truth, truth_proposals = detect_from(theirs, images, torch.float64)
+    boxes = [p["boxes"] for p in truth_proposals]
+    (expected, their_proposals), (got, our_proposals) = (detect_from(m, images, torch.float32, boxes)
+                                                         for m in (theirs, ours))
+    assert_detections_as_accurate_as(our_proposals, their_proposals, truth_proposals, theirs.rpn.score_thresh,
+                                     theirs.rpn.post_nms_top_n(), keys=("boxes", "scores"), min_compared=500,
+                                     extra_cuts=[p["cuts"] for p in truth_proposals])
     assert all(len(t["boxes"]) >= 20 for t in truth)
     settings = theirs.roi_heads
     assert_detections_as_accurate_as(got, expected, truth, settings.score_thresh, settings.detections_per_img,

@@ -15,7 +15,7 @@ from mrcnn_from_scratch.matching import BalancedPositiveNegativeSampler, Matcher
 from mrcnn_from_scratch.rpn import RegionProposalNetwork, RPNHead
 
 from conftest import assert_as_accurate_as, random_boxes
-from near_ties import assert_detections_as_accurate_as
+from near_ties import assert_detections_as_accurate_as, recorded_proposals
 
 SIZES = ((32,), (64,), (128,), (256,), (512,))
 RATIOS = ((0.5, 1.0, 2.0),) * 5
@@ -106,23 +106,13 @@ def make_pair(seed=0, channels=16, weight_std=0.1, **settings):
     return ours, theirs
 
 
-def proposals_with_scores(rpn, *inputs):
-    """rpn(*inputs) in its current mode, keeping the probabilities of the proposals, which the forward pass
-    does not return. Returns per image {"boxes": Tensor[P, 4], "scores": Tensor[P]} (detached), and the losses."""
-    found = []
-    filter_proposals = rpn.filter_proposals
-
-    def keep_scores(*args, **kwargs):
-        boxes, scores = filter_proposals(*args, **kwargs)
-        found.extend({"boxes": b.detach(), "scores": s.detach()} for b, s in zip(boxes, scores))
-        return boxes, scores
-
-    rpn.filter_proposals = keep_scores
-    try:
+def proposals_with_scores(rpn, k, *inputs):
+    """rpn(*inputs) in its current mode, keeping what `recorded_proposals` records with pre_nms_top_n k (the
+    forward pass returns neither the proposals' probabilities nor its cuts). Returns per image {"boxes",
+    "scores", "cuts"}, and the losses."""
+    with recorded_proposals(rpn, k) as record:
         _, losses = rpn(*inputs)
-    finally:
-        del rpn.filter_proposals
-    return found, losses
+    return record, losses
 
 
 @pytest.mark.parametrize("score_thresh", [0.0, 0.5])
@@ -134,24 +124,16 @@ def test_eval_proposals_match_torchvision(score_thresh, jitter):
     image_sizes = [(300, 448), (320, 401)]
     features = {k: jitter(v) for k, v in pyramid(batch.shape, seed=3).items()}
     ours.eval(), theirs.eval()
+    k = theirs.pre_nms_top_n()
     with torch.no_grad():
-        got, _ = proposals_with_scores(ours, batch, image_sizes, features)
-        expected, _ = proposals_with_scores(theirs, ImageList(batch, image_sizes), features)
-        truth, _ = proposals_with_scores(copy.deepcopy(theirs).double(), ImageList(batch.double(), image_sizes),
+        got, _ = proposals_with_scores(ours, k, batch, image_sizes, features)
+        expected, _ = proposals_with_scores(theirs, k, ImageList(batch, image_sizes), features)
+        truth, _ = proposals_with_scores(copy.deepcopy(theirs).double(), k, ImageList(batch.double(), image_sizes),
                                          {k: v.double() for k, v in features.items()})
     assert all(len(t["boxes"]) > 100 for t in truth)
     assert_detections_as_accurate_as(got, expected, truth, score_thresh, theirs.post_nms_top_n(),
                                      keys=("boxes", "scores"), min_compared=100,
-                                     extra_cuts=level_cuts(theirs, features, theirs.pre_nms_top_n()))
-
-
-def level_cuts(rpn, features, k):
-    """Per image, the float64 probability of the k-th best anchor of each level that has more than k: the
-    cuts the RPN makes before NMS, where a near-tie decides which anchor goes on."""
-    with torch.no_grad():
-        logits, _ = copy.deepcopy(rpn.head).double()([v.double() for v in features.values()])
-    return [[torch.sigmoid(level[image].flatten().topk(k).values[-1]).item() for level in logits
-             if level[image].numel() > k] for image in range(len(logits[0]))]
+                                     extra_cuts=[t["cuts"] for t in truth])
 
 
 def targets_for(image_sizes, seed=5):
@@ -173,21 +155,22 @@ def test_training_losses_match_torchvision_with_the_same_seed(jitter):
     features = {k: jitter(v) for k, v in pyramid(batch.shape, seed=4).items()}
     targets = targets_for(image_sizes[:2])
     ours.train(), theirs.train()
+    k = theirs.pre_nms_top_n()
     torch.manual_seed(11)
-    proposals, losses = proposals_with_scores(ours, batch, image_sizes, features, targets)
+    proposals, losses = proposals_with_scores(ours, k, batch, image_sizes, features, targets)
     torch.manual_seed(11)
-    expected_proposals, expected = proposals_with_scores(theirs, ImageList(batch, image_sizes), features, targets)
+    expected_proposals, expected = proposals_with_scores(theirs, k, ImageList(batch, image_sizes), features, targets)
     # The float64 truth samples the same anchors: sampling takes random permutations, not float values.
     torch.manual_seed(11)
     truth_proposals, truth = proposals_with_scores(
-        copy.deepcopy(theirs).double(), ImageList(batch.double(), image_sizes),
+        copy.deepcopy(theirs).double(), k, ImageList(batch.double(), image_sizes),
         {k: v.double() for k, v in features.items()}, [{"boxes": t["boxes"].double()} for t in targets])
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg"}
     for name in losses:
         assert_as_accurate_as(losses[name].detach(), expected[name].detach(), truth[name], name)
     assert_detections_as_accurate_as(proposals, expected_proposals, truth_proposals, 0.0,
                                      theirs.post_nms_top_n(), keys=("boxes", "scores"), min_compared=100,
-                                     extra_cuts=level_cuts(theirs, features, theirs.pre_nms_top_n()))
+                                     extra_cuts=[t["cuts"] for t in truth_proposals])
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in ours.head.parameters())
 
