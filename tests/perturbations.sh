@@ -18,12 +18,13 @@
 set -uo pipefail
 PY=${1:-.venv/bin/python}
 TESTS="tests/test_roi_align.py tests/test_rpn.py tests/test_roi_heads.py tests/test_backbone.py tests/test_model.py"
-# Eight jitter seeds in all, two to a run: each seed's rounding is shaken once more by the run's kernels.
+# Eight jitter seeds in all, spread over the runs: each seed's rounding is shaken once more by the run's
+# kernels. (oneDNN's SSE4.1 convolutions on one thread took 11 minutes for two seeds: left out for CI's time.)
 RUNS=(
-  "MRCNN_JITTER_SEEDS=1,2"
-  "MRCNN_JITTER_SEEDS=3,4 ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 OMP_NUM_THREADS=1"
-  "MRCNN_JITTER_SEEDS=5,6 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2"
-  "MRCNN_JITTER_SEEDS=7,8 MRCNN_TEST_MKLDNN=0"
+  "MRCNN_JITTER_SEEDS=1,2,3"
+  "MRCNN_JITTER_SEEDS=4,5 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2"
+  "MRCNN_JITTER_SEEDS=6,7 MRCNN_TEST_MKLDNN=0"
+  "MRCNN_JITTER_SEEDS=8 ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2"
 )
 failed=0
 for setting in "${RUNS[@]}"; do

@@ -50,9 +50,11 @@ def assert_close_per_level(ours, theirs):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_resnet50_fpn_matches_torchvision(dtype, jitter):
+def test_resnet50_fpn_matches_torchvision(dtype):
     """Catches a wrong weight mapping, stride, padding or FPN connection. channels_last changes which
-    convolution kernels run, and so the rounding, not the meaning: both layouts against one float64 truth."""
+    convolution kernels run, and so the rounding, not the meaning: both layouts against one float64 truth.
+    (Not rerun by tests/perturbations.sh, to keep CI short: the 800-px model test there runs this backbone
+    under every setting, and its detections would show a backbone that rounds out of bounds.)"""
     torch.manual_seed(0)
     reference = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).backbone
     randomize_norms(reference, seed=1)
@@ -60,7 +62,7 @@ def test_resnet50_fpn_matches_torchvision(dtype, jitter):
     ours = BackboneWithFPN(ResNet(50, norm="frozen_bn"))
     load_torchvision_backbone(ours, reference.state_dict())
     ours = ours.to(dtype)
-    images = jitter(padded_batch(dtype))
+    images = padded_batch(dtype)
     with torch.no_grad():
         truth = copy.deepcopy(reference).double()(images.double()) if dtype == torch.float32 else None
         for memory_format in (torch.contiguous_format, torch.channels_last):
